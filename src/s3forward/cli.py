@@ -1,0 +1,339 @@
+"""The ``s3forward`` command line.
+
+Every command answers bad input with a precise message on stderr and a non-zero exit code
+(2 for usage and configuration problems, 1 when the work itself failed), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import orjson
+
+from s3forward import __version__
+from s3forward.config import (
+    DEV_API_KEY,
+    DEV_API_SECRET,
+    Config,
+    ConnectionSettings,
+    describe_config,
+    embedded_default,
+    load_config,
+)
+from s3forward.errors import ConfigError, InputError, S3ForwardError
+from s3forward.logs import configure_logging
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _fail_problems(title: str, error: ConfigError | InputError, code: int) -> NoReturn:
+    click.echo(
+        f"error: {title} ({len(error.problems)} problem{'s' if len(error.problems) != 1 else ''}):",
+        err=True,
+    )
+    for problem in error.problems:
+        click.echo(f"  - {problem}", err=True)
+    sys.exit(code)
+
+
+def _load(config_path: Path | None) -> Config:
+    if config_path is None:
+        return embedded_default()
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        _fail_problems(f"the configuration in {config_path} is not valid", exc, EXIT_USAGE)
+
+
+def _connection(config: Config, name: str | None) -> ConnectionSettings:
+    if name is None:
+        if len(config.connections) == 1:
+            return next(iter(config.connections.values()))
+        known = ", ".join(sorted(config.connections))
+        _fail(f"--connection is required: the config has several connections ({known})", EXIT_USAGE)
+    if name not in config.connections:
+        known = ", ".join(sorted(config.connections))
+        _fail(f"--connection {name!r} is not in the config (connections: {known})", EXIT_USAGE)
+    return config.connections[name]
+
+
+@contextmanager
+def _progress(label: str, length: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal; silent otherwise."""
+    if not sys.stderr.isatty() or length <= 0:
+        yield lambda _n: None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML configuration file (default: the embedded development configuration).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="s3forward")
+def main() -> None:
+    """Receive mParticle event batches and land them in Amazon S3."""
+
+
+# ------------------------------------------------------------------------------------ serve
+
+
+@main.command()
+@config_option
+@click.option("--listen", help="HOST:PORT to listen on (overrides [server] listen).")
+@click.option(
+    "--grace",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to let uploads in flight finish on SIGTERM/SIGINT.",
+)
+@click.option(
+    "--log-format", type=click.Choice(["json", "console"]), default="json", show_default=True
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve(
+    config_path: Path | None, listen: str | None, grace: float, log_format: str, log_level: str
+) -> None:
+    """Run the Events API server and forward to S3 until SIGTERM/SIGINT."""
+    from dataclasses import replace
+
+    from s3forward.config import parse_listen
+    from s3forward.service import Service, open_runtime
+
+    configure_logging(log_format, log_level)  # type: ignore[arg-type]
+    config = _load(config_path)
+    if listen is not None:
+        parsed = parse_listen(listen)
+        if parsed is None:
+            _fail(f"--listen expects HOST:PORT such as 127.0.0.1:8080, got {listen!r}", EXIT_USAGE)
+        config = replace(config, server=replace(config.server, host=parsed[0], port=parsed[1]))
+    try:
+        runtime = open_runtime(config)
+    except S3ForwardError as exc:
+        _fail(str(exc))
+
+    def announce(url: str) -> None:
+        if config_path is None:
+            click.echo(
+                f"s3forward {__version__} on its embedded development configuration\n"
+                f"  Events API:   {url}/v2/events  and  {url}/v2/bulkevents\n"
+                f"  credentials:  api key {DEV_API_KEY!r}, api secret {DEV_API_SECRET!r} "
+                "(development only; loopback)\n"
+                f"  files land in {runtime.config.connections['local'].local_path}/, "
+                f"spool at {runtime.config.spool.path}\n"
+                f"  try: curl -u {DEV_API_KEY}:{DEV_API_SECRET} "
+                "-H 'Content-Type: application/json' "
+                f'-d \'{{"events":[{{"event_type":"custom_event","data":'
+                f'{{"event_name":"hello","custom_event_type":"other"}}}}],'
+                f'"environment":"development"}}\' {url}/v2/events',
+                err=True,
+            )
+
+    service = Service(runtime, grace=grace, on_ready=announce)
+    try:
+        import uvloop
+
+        uvloop.run(service.serve())
+    except OSError as exc:
+        _fail(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}")
+
+
+# ------------------------------------------------------------------------- validate-config
+
+
+@main.command("validate-config")
+@click.argument("config_file", type=click.Path(path_type=Path, dir_okay=False))
+def validate_config(config_file: Path) -> None:
+    """Check CONFIG_FILE and print the resolved configuration (secrets masked)."""
+    config = _load(config_file)
+    click.echo(orjson.dumps(describe_config(config), option=orjson.OPT_INDENT_2).decode())
+    click.echo(
+        f"{config_file}: OK ({len(config.inputs)} inputs, {len(config.connections)} connections)",
+        err=True,
+    )
+
+
+# ---------------------------------------------------------------------------------- forward
+
+
+@main.command()
+@config_option
+@click.option("--connection", "connection_name", help="Connection to forward with.")
+@click.option(
+    "--input",
+    "input_name",
+    help="Input whose App Name names the files (default: the connection's first input).",
+)
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False, allow_dash=True))
+def forward(
+    config_path: Path | None,
+    connection_name: str | None,
+    input_name: str | None,
+    files: tuple[Path, ...],
+) -> None:
+    """Forward batches from FILES (JSON, JSON array or NDJSON; gzip ok; - for stdin).
+
+    Every batch is validated first: if any is wrong, nothing is written.
+    """
+    from s3forward.forward import WrittenFile, forward_batches
+    from s3forward.mparticle import Limits, read_batches
+    from s3forward.sinks import make_sink
+
+    configure_logging("console", "warning")
+    config = _load(config_path)
+    settings = _connection(config, connection_name)
+    name = input_name or settings.inputs[0]
+    if name not in config.inputs:
+        _fail(f"--input {name!r} is not in the config", EXIT_USAGE)
+    limits = Limits(max_batch_bytes=config.server.max_batch_bytes)
+    batches: list[dict[str, Any]] = []
+    problems: list[InputError] = []
+    for path in files or (Path("-"),):
+        source = "<stdin>" if str(path) == "-" else str(path)
+        try:
+            data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        except OSError as exc:
+            _fail(f"cannot read {source}: {exc.strerror}", EXIT_USAGE)
+        try:
+            batches.extend(read_batches(data, source=source, limits=limits))
+        except InputError as exc:
+            problems.append(exc)
+    if problems:
+        merged = InputError([p for e in problems for p in e.problems])
+        _fail_problems("the input is not valid; nothing was written", merged, EXIT_USAGE)
+    try:
+        sink = make_sink(settings)
+    except S3ForwardError as exc:
+        _fail(str(exc))
+    with _progress("forwarding", len(batches)) as advance:
+
+        def written(f: WrittenFile) -> None:
+            advance(f.batches)
+            note = "" if f.outcome.value == "created" else " (already present)"
+            click.echo(f"{f.key}\t{f.batches} batches\t{f.events} events\t{f.bytes} bytes{note}")
+
+        try:
+            summary = forward_batches(
+                batches,
+                settings,
+                sink,
+                input_name=name,
+                app_name=config.inputs[name].app_name,
+                on_file=written,
+            )
+        except S3ForwardError as exc:
+            _fail(f"forwarding stopped: {exc}")
+        finally:
+            sink.close()
+    where = (
+        f"s3://{settings.s3_bucket_name}"
+        if settings.local_path is None
+        else str(settings.local_path)
+    )
+    click.echo(
+        f"wrote {len(summary.files)} files ({summary.batches} batches, {summary.events} events, "
+        f"{summary.bytes} bytes) to {where} via connection {settings.name!r}",
+        err=True,
+    )
+
+
+# ----------------------------------------------------------------------------------- policy
+
+
+@main.command()
+@click.option("--bucket", required=True, help="The S3 bucket name.")
+@click.option("--role-arn", help="Role s3forward runs as (Option 1: prints a bucket policy).")
+@click.option("--user", is_flag=True, help="Option 2: print the IAM policy for an IAM user.")
+@click.option("--kms-key-arn", help="Add what SSE-KMS with this key needs.")
+def policy(bucket: str, role_arn: str | None, user: bool, kms_key_arn: str | None) -> None:
+    """Print the seed's bucket policy (--role-arn) or IAM user policy (--user)."""
+    from s3forward.policy import bucket_policy, iam_user_policy
+
+    if bool(role_arn) == user:
+        _fail("give exactly one of --role-arn ARN (role-based) or --user (user-based)", EXIT_USAGE)
+    if not bucket or "/" in bucket or "*" in bucket:
+        _fail(f"--bucket expects a bucket name, got {bucket!r}", EXIT_USAGE)
+    if role_arn is not None and not role_arn.startswith("arn:"):
+        _fail(
+            f"--role-arn expects an ARN such as arn:aws:iam::123456789012:role/name, "
+            f"got {role_arn!r}",
+            EXIT_USAGE,
+        )
+    if kms_key_arn is not None and not kms_key_arn.startswith("arn:"):
+        _fail(f"--kms-key-arn expects a key ARN, got {kms_key_arn!r}", EXIT_USAGE)
+    document = (
+        bucket_policy(bucket, role_arn, kms_key_arn=kms_key_arn)
+        if role_arn
+        else iam_user_policy(bucket, kms_key_arn=kms_key_arn)
+    )
+    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+# ------------------------------------------------------------------------------------ drain
+
+
+@main.command()
+@config_option
+@click.option(
+    "--timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds to keep delivering before giving up.",
+)
+def drain(config_path: Path | None, timeout: float) -> None:
+    """Seal every open window and deliver everything in the spool now.
+
+    For a node that will not come back. Run it while `serve` is stopped.
+    """
+    from s3forward.service import drain as drain_runtime
+    from s3forward.service import open_runtime
+
+    configure_logging("console", "warning")
+    config = _load(config_path)
+    try:
+        runtime = open_runtime(config)
+    except S3ForwardError as exc:
+        _fail(str(exc))
+    pending_total = [0]
+    with _progress("delivering", 100) as advance:
+
+        def progress(done: int, total: int) -> None:
+            pct = int(done * 100 / max(total, 1))
+            advance(pct - pending_total[0])
+            pending_total[0] = pct
+
+        left = drain_runtime(runtime, timeout=timeout, progress=progress)
+    if left:
+        _fail(
+            f"{left} files are still undelivered after {timeout:g}s; they stay in the spool "
+            f"at {config.spool.path} (see `s3forward status`)"
+        )
+    click.echo("drained: every window sealed and every file delivered", err=True)
+
+
+def run() -> None:  # pragma: no cover - console entry point alias
+    main()

@@ -1,0 +1,826 @@
+"""Configuration: one TOML file -> validated, frozen settings.
+
+Setting names are the seed's names in snake_case. Every problem is collected (not just the first)
+and reported with the file, the table and the key, what was given and what is allowed. Values of
+the form ``${NAME}`` are read from the environment. Unknown keys are errors, so that a typo never
+silently becomes a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from s3forward.errors import ConfigError, Problem
+
+UNSELECTED_MESSAGE = "Store Data in Folders by Date must be set to a value other than 'UNSELECTED'."
+FORWARDING_PREFIX = "mp-forwarding-"
+ROLE_MODE_ACL = "bucket-owner-full-control"
+
+T = TypeVar("T")
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or error messages."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    def __str__(self) -> str:
+        return "****"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class DateFolders(StrEnum):
+    """Store Data In Folders By Date."""
+
+    UNSELECTED = "UNSELECTED"
+    NONE = "none"
+    EVENT_TIME = "event_time"
+    UPLOAD_TIME = "upload_time"
+    EVENT_TIME_OR_UPLOAD_TIME = "event_time_or_upload_time"
+
+
+class Encryption(StrEnum):
+    """Server Side Encryption Method."""
+
+    NONE = "None"
+    AES256 = "AES256"
+    KMS = "aws:kms"
+    KMS_DSSE = "aws:kms:dsse"
+
+
+class BatchingMode(StrEnum):
+    """How batches are grouped into files (derived from Send as Batch / Wait for Complete Batch)."""
+
+    PER_DEVICE = "per_device"
+    PER_EVENT = "per_event"
+    PER_SESSION = "per_session"
+
+
+class Destination(StrEnum):
+    S3 = "s3"
+    LOCALDIR = "localdir"
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """A source of batches: its Basic-auth key and secret, and the App Name used in file names."""
+
+    name: str
+    api_key: str
+    api_secret: Secret
+    app_name: str
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """One S3 destination with the seed's configuration and connection settings.
+
+    Defaults are the seed's defaults; batching caps and object options are s3forward's own.
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    s3_bucket_name: str
+    destination: Destination = Destination.S3
+    local_path: Path | None = None
+    # Configuration settings (seed table 1).
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    aws_region_endpoint: str = "us-east-1"
+    # Role-based authentication and S3-compatible stores.
+    role_arn: str | None = None
+    external_id: Secret | None = None
+    role_session_name: str = "s3forward"
+    require_forwarding_prefix: bool = True
+    endpoint_url: str | None = None
+    force_path_style: bool = False
+    # Connection settings (seed table 2).
+    folder_name: str = ""
+    server_side_encryption_method: Encryption = Encryption.NONE
+    sse_kms_key_id: str | None = None
+    unique_id: str | None = None
+    send_lifecycle_events: bool = True
+    send_screen_views: bool = True
+    send_crash_events: bool = True
+    send_network_performance_events: bool = True
+    send_custom_events: bool = True
+    send_push_registrations_and_receipts: bool = True
+    send_as_batch: bool = True
+    wait_for_complete_batch: bool = False
+    include_location_information: bool = True
+    include_event_batch_location: bool = False
+    include_user_identities: bool = True
+    send_profile_change_events: bool = True
+    send_commerce_events: bool = True
+    store_data_in_folders_by_date: DateFolders = DateFolders.UNSELECTED
+    use_compression: bool = False
+    include_consent_state: bool = False
+    include_metadata: bool = True
+    include_user_attribute_change_events: bool = False
+    include_user_identity_change_events: bool = False
+    # Batching windows and early-seal caps (seconds / bytes / counts).
+    batch_window: float = 600.0
+    session_timeout: float = 1800.0
+    max_session_age: float = 86400.0
+    max_file_bytes: int = 16 * 1024 * 1024
+    max_open_windows: int = 250_000
+    max_open_bytes: int = 1024 * 1024 * 1024
+    # Object options.
+    storage_class: str | None = None
+    object_tags: Mapping[str, str] = field(default_factory=dict)
+    conditional_writes: bool = True
+
+    @property
+    def role_based(self) -> bool:
+        """True when no access keys are configured (the seed's Option 1)."""
+        return self.access_key_id is None and self.secret_access_key is None
+
+    @property
+    def canned_acl(self) -> str | None:
+        """Role-based mode writes every object with ``bucket-owner-full-control``, as the seed."""
+        return ROLE_MODE_ACL if self.role_based and self.destination is Destination.S3 else None
+
+    @property
+    def batching_mode(self) -> BatchingMode:
+        if self.wait_for_complete_batch:
+            return BatchingMode.PER_SESSION
+        return BatchingMode.PER_DEVICE if self.send_as_batch else BatchingMode.PER_EVENT
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The Events API endpoint and its limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_batch_bytes: int = 128 * 1024
+    max_request_bytes: int = 256 * 1024
+    max_batches_per_request: int = 100
+    body_timeout: float = 30.0
+    status_page: bool = True
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """The durable local buffer."""
+
+    path: Path = Path("s3forward-data/spool.db")
+    max_bytes: int = 2 * 1024 * 1024 * 1024
+    dedup_window: float = 7 * 86400.0
+    retry_after: int = 5
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How sealed files are written to their destination."""
+
+    workers_per_connection: int = 4
+    backoff_base: float = 0.5
+    backoff_cap: float = 60.0
+    permanent_retry_interval: float = 300.0
+    unhealthy_after: float = 120.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, validated configuration."""
+
+    inputs: Mapping[str, InputSettings]
+    connections: Mapping[str, ConnectionSettings]
+    server: ServerSettings = field(default_factory=ServerSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    source: str = "<embedded default>"
+
+    def connections_for_input(self, input_name: str) -> list[ConnectionSettings]:
+        return [c for c in self.connections.values() if input_name in c.inputs]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    None: 1,
+}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+_STORAGE_CLASSES = (
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+)
+
+
+class _Table:
+    """Reads one TOML table, remembering which keys were used and every problem met."""
+
+    def __init__(
+        self, data: Mapping[str, Any], where: str, problems: list[Problem], env: Mapping[str, str]
+    ) -> None:
+        self.data = data
+        self.where = where
+        self.problems = problems
+        self.env = env
+        self.used: set[str] = set()
+
+    def _loc(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(Problem(self._loc(key), message))
+
+    def _raw(self, key: str) -> Any:
+        self.used.add(key)
+        value = self.data.get(key)
+        if isinstance(value, str):
+            value = self._expand(key, value)
+        return value
+
+    def _expand(self, key: str, value: str) -> str | None:
+        missing = [m.group(1) for m in _ENV_REF.finditer(value) if m.group(1) not in self.env]
+        if missing:
+            names = ", ".join(missing)
+            self.problem(key, f"environment variable {names} is not set (referenced as ${{...}})")
+            return None
+        return _ENV_REF.sub(lambda m: self.env[m.group(1)], value)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        if key not in self.data:
+            if required:
+                self.problem(key, "is required (a string)")
+            return default
+        value = self._raw(key)
+        if value is None:  # failed ${ENV} expansion, already reported
+            return default
+        if not isinstance(value, str):
+            self.problem(key, f"expected a string, got {_describe(value)}")
+            return default
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        value = self.string(key)
+        return value if value else None
+
+    def boolean(self, key: str, default: bool) -> bool:
+        if key not in self.data:
+            return default
+        value = self._raw(key)
+        if isinstance(value, bool):
+            return value
+        self.problem(key, f"expected true or false, got {_describe(value)}")
+        return default
+
+    def integer(self, key: str, default: int, *, minimum: int = 0, maximum: int = 2**63) -> int:
+        if key not in self.data:
+            return default
+        value = self._raw(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(key, f"expected a whole number, got {_describe(value)}")
+            return default
+        if not minimum <= value <= maximum:
+            self.problem(key, f"expected a number from {minimum} to {maximum}, got {value}")
+            return default
+        return value
+
+    def size(self, key: str, default: int, *, minimum: int = 1) -> int:
+        if key not in self.data:
+            return default
+        value = self._raw(key)
+        parsed: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            parsed = value
+        elif isinstance(value, str) and (m := _SIZE.match(value)):
+            unit = m.group(2).lower() if m.group(2) else None
+            parsed = int(m.group(1)) * _SIZE_UNITS[unit]
+        if parsed is None:
+            self.problem(
+                key, f'expected a size in bytes such as 1048576 or "64MiB", got {_describe(value)}'
+            )
+            return default
+        if parsed < minimum:
+            self.problem(key, f"expected at least {minimum} bytes, got {parsed}")
+            return default
+        return parsed
+
+    def duration(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+        if key not in self.data:
+            return default
+        value = self._raw(key)
+        parsed: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            parsed = float(value)
+        elif isinstance(value, str) and (m := _DURATION.match(value)):
+            parsed = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        if parsed is None:
+            self.problem(
+                key,
+                f'expected seconds or a duration such as "10m", "30s", "24h", '
+                f"got {_describe(value)}",
+            )
+            return default
+        if parsed < minimum:
+            self.problem(key, f"expected at least {minimum:g} seconds, got {parsed:g}")
+            return default
+        return parsed
+
+    def choice(self, key: str, enum: type[T], default: T) -> T:
+        if key not in self.data:
+            return default
+        value = self._raw(key)
+        allowed = [m.value for m in enum]  # type: ignore[attr-defined]
+        if isinstance(value, str):
+            for member in enum:  # type: ignore[attr-defined]
+                if member.value == value or member.value.lower() == value.lower():
+                    return member  # type: ignore[no-any-return]
+        shown = ", ".join(repr(a) for a in allowed)
+        self.problem(key, f"expected one of {shown}, got {_describe(value)}")
+        return default
+
+    def string_list(self, key: str) -> list[str]:
+        if key not in self.data:
+            return []
+        value = self._raw(key)
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        self.problem(key, f"expected a list of names, got {_describe(value)}")
+        return []
+
+    def string_map(self, key: str) -> dict[str, str]:
+        if key not in self.data:
+            return {}
+        value = self._raw(key)
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return dict(value)
+        self.problem(key, f"expected a table of string values, got {_describe(value)}")
+        return {}
+
+    def finish(self, allowed_extra: tuple[str, ...] = ()) -> None:
+        for key in self.data:
+            if key not in self.used and key not in allowed_extra:
+                hint = _closest(key, self.used | set(allowed_extra))
+                suffix = f" (did you mean {hint!r}?)" if hint else ""
+                self.problem(key, f"unknown setting{suffix}")
+
+
+def _closest(key: str, known: set[str]) -> str | None:
+    matches = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return repr(shown)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _read_input(name: str, table: _Table) -> InputSettings:
+    api_key = table.string("api_key", required=True) or ""
+    api_secret = table.string("api_secret", required=True) or ""
+    app_name = table.string("app_name", name) or name
+    if not app_name.strip():
+        table.problem("app_name", "must not be empty")
+    table.finish()
+    return InputSettings(
+        name=name, api_key=api_key, api_secret=Secret(api_secret), app_name=app_name
+    )
+
+
+def _secret(table: _Table, key: str) -> Secret | None:
+    value = table.optional_string(key)
+    return Secret(value) if value else None
+
+
+def _read_connection(name: str, table: _Table, input_names: set[str]) -> ConnectionSettings:
+    d = ConnectionSettings  # defaults come from the dataclass
+    inputs = table.string_list("inputs")
+    if not inputs:
+        table.problem("inputs", "is required: the names of the inputs this connection forwards")
+    for input_name in inputs:
+        if input_name not in input_names:
+            known = ", ".join(sorted(input_names)) or "none defined"
+            table.problem("inputs", f"names unknown input {input_name!r} (inputs: {known})")
+    destination = table.choice("destination", Destination, Destination.S3)
+    local_path_str = table.optional_string("local_path")
+    if destination is Destination.LOCALDIR and not local_path_str:
+        table.problem("local_path", 'is required when destination = "localdir"')
+    bucket = table.string("s3_bucket_name", "") or ""
+    if destination is Destination.S3:
+        if not bucket:
+            table.problem("s3_bucket_name", "is required")
+        elif not _BUCKET.match(bucket) or ".." in bucket:
+            table.problem(
+                "s3_bucket_name",
+                f"{bucket!r} is not a valid bucket name (3-63 characters: lower-case letters, "
+                "digits, '.' and '-', starting and ending with a letter or digit)",
+            )
+    access_key_id = _secret(table, "access_key_id")
+    secret_access_key = _secret(table, "secret_access_key")
+    if (access_key_id is None) != (secret_access_key is None):
+        given, missing = (
+            ("access_key_id", "secret_access_key")
+            if access_key_id
+            else ("secret_access_key", "access_key_id")
+        )
+        table.problem(
+            missing,
+            f"is empty but {given} is set: set both for user-based authentication, "
+            "or leave both blank for role-based authentication",
+        )
+    region = table.string("aws_region_endpoint", d.aws_region_endpoint) or d.aws_region_endpoint
+    if not _REGION.match(region):
+        table.problem(
+            "aws_region_endpoint", f"expected an AWS region such as 'us-east-1', got {region!r}"
+        )
+    role_arn = table.optional_string("role_arn")
+    if role_arn and not role_arn.startswith("arn:"):
+        table.problem(
+            "role_arn",
+            f"expected an ARN such as 'arn:aws:iam::123456789012:role/name', got {role_arn!r}",
+        )
+    require_prefix = table.boolean("require_forwarding_prefix", d.require_forwarding_prefix)
+    role_based = access_key_id is None and secret_access_key is None
+    if (
+        destination is Destination.S3
+        and role_based
+        and require_prefix
+        and bucket
+        and not bucket.startswith(FORWARDING_PREFIX)
+    ):
+        table.problem(
+            "s3_bucket_name",
+            f"{bucket!r} must begin with {FORWARDING_PREFIX!r} for role-based authentication "
+            "(no access keys set); rename the bucket, set access_key_id and secret_access_key, "
+            "or set require_forwarding_prefix = false",
+        )
+    encryption = table.choice("server_side_encryption_method", Encryption, Encryption.NONE)
+    kms_key = table.optional_string("sse_kms_key_id")
+    if kms_key and encryption not in (Encryption.KMS, Encryption.KMS_DSSE):
+        table.problem(
+            "sse_kms_key_id",
+            'is only used with server_side_encryption_method = "aws:kms" or "aws:kms:dsse"',
+        )
+    date_folders = table.choice(
+        "store_data_in_folders_by_date", DateFolders, DateFolders.UNSELECTED
+    )
+    if date_folders is DateFolders.UNSELECTED:
+        table.problem("store_data_in_folders_by_date", UNSELECTED_MESSAGE)
+    storage_class = table.optional_string("storage_class")
+    if storage_class and storage_class not in _STORAGE_CLASSES:
+        table.problem(
+            "storage_class", f"expected one of {', '.join(_STORAGE_CLASSES)}, got {storage_class!r}"
+        )
+    tags = table.string_map("object_tags")
+    if len(tags) > 10:
+        table.problem("object_tags", f"S3 allows at most 10 tags per object, got {len(tags)}")
+    endpoint_url = table.optional_string("endpoint_url")
+    if endpoint_url and not re.match(r"^https?://", endpoint_url):
+        table.problem("endpoint_url", f"expected an http:// or https:// URL, got {endpoint_url!r}")
+    bools = {
+        key: table.boolean(key, getattr(d, key))
+        for key in (
+            "force_path_style",
+            "send_lifecycle_events",
+            "send_screen_views",
+            "send_crash_events",
+            "send_network_performance_events",
+            "send_custom_events",
+            "send_push_registrations_and_receipts",
+            "send_as_batch",
+            "wait_for_complete_batch",
+            "include_location_information",
+            "include_event_batch_location",
+            "include_user_identities",
+            "send_profile_change_events",
+            "send_commerce_events",
+            "use_compression",
+            "include_consent_state",
+            "include_metadata",
+            "include_user_attribute_change_events",
+            "include_user_identity_change_events",
+            "conditional_writes",
+        )
+    }
+    settings = ConnectionSettings(
+        name=name,
+        inputs=tuple(inputs),
+        s3_bucket_name=bucket,
+        destination=destination,
+        local_path=Path(local_path_str) if local_path_str else None,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        aws_region_endpoint=region,
+        role_arn=role_arn,
+        external_id=_secret(table, "external_id"),
+        role_session_name=table.string("role_session_name", d.role_session_name)
+        or d.role_session_name,
+        require_forwarding_prefix=require_prefix,
+        endpoint_url=endpoint_url,
+        folder_name=table.string("folder_name", "") or "",
+        server_side_encryption_method=encryption,
+        sse_kms_key_id=kms_key,
+        unique_id=table.optional_string("unique_id"),
+        store_data_in_folders_by_date=date_folders,
+        batch_window=table.duration("batch_window", d.batch_window, minimum=0.001),
+        session_timeout=table.duration("session_timeout", d.session_timeout, minimum=0.001),
+        max_session_age=table.duration("max_session_age", d.max_session_age, minimum=0.001),
+        max_file_bytes=table.size("max_file_bytes", d.max_file_bytes, minimum=1024),
+        max_open_windows=table.integer("max_open_windows", d.max_open_windows, minimum=1),
+        max_open_bytes=table.size("max_open_bytes", d.max_open_bytes, minimum=1024),
+        storage_class=storage_class,
+        object_tags=tags,
+        **bools,
+    )
+    table.finish()
+    return settings
+
+
+def _read_server(table: _Table) -> ServerSettings:
+    d = ServerSettings
+    listen = table.string("listen")
+    host, port = d.host, d.port
+    if listen is not None:
+        parsed = parse_listen(listen)
+        if parsed is None:
+            table.problem("listen", f"expected HOST:PORT such as '127.0.0.1:8080', got {listen!r}")
+        else:
+            host, port = parsed
+    settings = ServerSettings(
+        host=host,
+        port=port,
+        max_batch_bytes=table.size("max_batch_bytes", d.max_batch_bytes, minimum=1024),
+        max_request_bytes=table.size("max_request_bytes", d.max_request_bytes, minimum=1024),
+        max_batches_per_request=table.integer(
+            "max_batches_per_request", d.max_batches_per_request, minimum=1, maximum=10_000
+        ),
+        body_timeout=table.duration("body_timeout", d.body_timeout, minimum=0.1),
+        status_page=table.boolean("status_page", d.status_page),
+    )
+    table.finish()
+    return settings
+
+
+def parse_listen(listen: str) -> tuple[str, int] | None:
+    """Parse ``HOST:PORT`` (IPv6 as ``[::1]:8080``); None when malformed."""
+    m = re.match(r"^\[?([^\]]*?)\]?:(\d{1,5})$", listen.strip())
+    if not m or not m.group(1) or int(m.group(2)) > 65535:
+        return None
+    return m.group(1), int(m.group(2))
+
+
+def _read_spool(table: _Table) -> SpoolSettings:
+    d = SpoolSettings
+    path = table.string("path")
+    settings = SpoolSettings(
+        path=Path(path) if path else d.path,
+        max_bytes=table.size("max_bytes", d.max_bytes, minimum=1024 * 1024),
+        dedup_window=table.duration("dedup_window", d.dedup_window, minimum=0),
+        retry_after=table.integer("retry_after", d.retry_after, minimum=1, maximum=3600),
+    )
+    table.finish()
+    return settings
+
+
+def _read_delivery(table: _Table) -> DeliverySettings:
+    d = DeliverySettings
+    settings = DeliverySettings(
+        workers_per_connection=table.integer(
+            "workers_per_connection", d.workers_per_connection, minimum=1, maximum=256
+        ),
+        backoff_base=table.duration("backoff_base", d.backoff_base, minimum=0.001),
+        backoff_cap=table.duration("backoff_cap", d.backoff_cap, minimum=0.001),
+        permanent_retry_interval=table.duration(
+            "permanent_retry_interval", d.permanent_retry_interval, minimum=0.001
+        ),
+        unhealthy_after=table.duration("unhealthy_after", d.unhealthy_after, minimum=0.001),
+    )
+    table.finish()
+    return settings
+
+
+def _subtables(
+    root: _Table, key: str, problems: list[Problem]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    if key not in root.data:
+        return []
+    root.used.add(key)
+    value = root.data[key]
+    if not isinstance(value, dict):
+        root.problem(key, f"expected a table of named [{key}.NAME] tables, got {_describe(value)}")
+        return []
+    out: list[tuple[str, Mapping[str, Any]]] = []
+    for name, sub in value.items():
+        where = f"{root._loc(key)}.{name}"
+        if not _NAME.match(name):
+            problems.append(
+                Problem(where, "names may use letters, digits, '_', '.', '-' (at most 63)")
+            )
+        if not isinstance(sub, dict):
+            problems.append(Problem(where, f"expected a table, got {_describe(sub)}"))
+            continue
+        out.append((name, sub))
+    return out
+
+
+def _section(root: _Table, key: str, reader: Callable[[_Table], T], problems: list[Problem]) -> T:
+    root.used.add(key)
+    value = root.data.get(key, {})
+    if not isinstance(value, dict):
+        root.problem(key, f"expected a table, got {_describe(value)}")
+        value = {}
+    return reader(_Table(value, root._loc(key), problems, root.env))
+
+
+def config_from_mapping(
+    data: Mapping[str, Any], *, source: str, env: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a parsed TOML document. Raises ConfigError listing every problem."""
+    problems: list[Problem] = []
+    environment = os.environ if env is None else env
+    root = _Table(data, "", problems, environment)
+    inputs: dict[str, InputSettings] = {}
+    for name, sub in _subtables(root, "inputs", problems):
+        inputs[name] = _read_input(name, _Table(sub, f"inputs.{name}", problems, environment))
+    if not inputs and "inputs" not in data:
+        problems.append(Problem("inputs", "at least one [inputs.NAME] table is required"))
+    keys = [i.api_key for i in inputs.values()]
+    for key in {k for k in keys if keys.count(k) > 1 and k}:
+        names = ", ".join(sorted(i.name for i in inputs.values() if i.api_key == key))
+        problems.append(Problem("inputs", f"inputs {names} share one api_key; each needs its own"))
+    connections: dict[str, ConnectionSettings] = {}
+    for name, sub in _subtables(root, "connections", problems):
+        table = _Table(sub, f"connections.{name}", problems, environment)
+        connections[name] = _read_connection(name, table, set(inputs))
+    if not connections:
+        problems.append(Problem("connections", "at least one [connections.NAME] table is required"))
+    server = _section(root, "server", _read_server, problems)
+    spool = _section(root, "spool", _read_spool, problems)
+    delivery = _section(root, "delivery", _read_delivery, problems)
+    root.finish()
+    if problems:
+        raise ConfigError([Problem(f"{source}: {p.where}", p.message) for p in problems])
+    return Config(
+        inputs=inputs,
+        connections=connections,
+        server=server,
+        spool=spool,
+        delivery=delivery,
+        source=source,
+    )
+
+
+def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(str(path), f"is not UTF-8 text (byte {exc.start})")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(str(path), f"is not valid TOML: {exc}")]) from None
+    return config_from_mapping(data, source=str(path), env=env)
+
+
+DEV_API_KEY = "dev-key"
+DEV_API_SECRET = "dev-secret"  # noqa: S105 - printed development credentials, loopback only
+
+
+def embedded_default(data_dir: Path = Path("s3forward-data")) -> Config:
+    """The configuration `s3forward serve` uses with no --config: loopback, local files."""
+    return Config(
+        inputs={
+            "default": InputSettings(
+                name="default",
+                api_key=DEV_API_KEY,
+                api_secret=Secret(DEV_API_SECRET),
+                app_name="s3forward-dev",
+            )
+        },
+        connections={
+            "local": ConnectionSettings(
+                name="local",
+                inputs=("default",),
+                s3_bucket_name="",
+                destination=Destination.LOCALDIR,
+                local_path=data_dir / "bucket",
+                store_data_in_folders_by_date=DateFolders.UPLOAD_TIME,
+                batch_window=60.0,
+            )
+        },
+        spool=SpoolSettings(path=data_dir / "spool.db"),
+        source="<embedded default>",
+    )
+
+
+def describe_config(config: Config) -> dict[str, Any]:
+    """The resolved configuration as plain data, secrets masked. Used by validate-config."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Secret):
+            return "****"
+        if isinstance(value, StrEnum):
+            return value.value
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple):
+            return list(value)
+        if isinstance(value, Mapping):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    def obj(instance: Any) -> dict[str, Any]:
+        return {f.name: plain(getattr(instance, f.name)) for f in fields(instance)}
+
+    return {
+        "source": config.source,
+        "server": obj(config.server),
+        "spool": obj(config.spool),
+        "delivery": obj(config.delivery),
+        "inputs": {name: obj(i) for name, i in config.inputs.items()},
+        "connections": {
+            name: {
+                **obj(c),
+                "authentication": "role-based" if c.role_based else "user-based",
+                "batching_mode": c.batching_mode.value,
+                "canned_acl": c.canned_acl,
+            }
+            for name, c in config.connections.items()
+        },
+    }
+
+
+__all__ = [
+    "FORWARDING_PREFIX",
+    "ROLE_MODE_ACL",
+    "UNSELECTED_MESSAGE",
+    "BatchingMode",
+    "Config",
+    "ConnectionSettings",
+    "DateFolders",
+    "DeliverySettings",
+    "Destination",
+    "Encryption",
+    "InputSettings",
+    "Secret",
+    "ServerSettings",
+    "SpoolSettings",
+    "config_from_mapping",
+    "describe_config",
+    "embedded_default",
+    "load_config",
+    "parse_listen",
+]

@@ -1,0 +1,615 @@
+"""The durable pipeline: accepted batches -> windows -> sealed files, all in the spool.
+
+One writer thread owns the spool's write connection and every connection's ``Windower``. Work
+reaches it as operations on a queue; it applies every waiting operation in one transaction and
+commits once (group commit: concurrent requests share one fsync), then answers each caller. If
+a commit fails (disk full, I/O error) every operation in it fails, nothing is half-written, and
+the in-memory windows are reloaded from the spool so memory and disk agree again.
+
+A builder thread turns sealed windows into files (filters, outbound form, encoding, key) outside
+the writer, and hands the result back to the writer to store. Delivery (``delivery.py``) takes
+stored files from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+
+from s3forward.clock import Clock, SystemClock
+from s3forward.config import BatchingMode, Config, ConnectionSettings
+from s3forward.errors import (
+    S3ForwardError,
+    SpoolFullError,
+    SpoolUnavailableError,
+    StoppingError,
+)
+from s3forward.files import BuiltFile, FileItem, build_file
+from s3forward.intake import SubmitResult
+from s3forward.metrics import Metrics
+from s3forward.mparticle import device_key, ends_session, new_batch_id, session_key
+from s3forward.spool.sqlite import SqliteSpool, StoredWindow
+from s3forward.windows import OpenWindow, Sealed, SealReason, Windower, WindowPolicy
+
+log = structlog.get_logger("s3forward.engine")
+
+_MAX_OPS_PER_COMMIT = 512
+_MAINTENANCE_INTERVAL = 60.0
+_DELIVERED_HISTORY = 1000
+READY_FRACTION = 0.9
+"""Readiness turns false at this fraction of the spool cap, before ingest starts answering 429."""
+
+Op = Callable[[sqlite3.Connection, float], Any]
+
+
+@dataclass(slots=True)
+class _Pending:
+    op: Op
+    future: Future[Any]
+
+
+@dataclass(slots=True)
+class _ConnectionState:
+    settings: ConnectionSettings
+    windower: Windower
+    next_seq: dict[int, int] = field(default_factory=dict)
+    window_input: dict[int, str] = field(default_factory=dict)
+
+
+def _as_int64(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def group_of(batch: dict[str, Any], input_name: str, mode: BatchingMode) -> str:
+    """The window a batch joins: per input and device, or per input and session."""
+    if mode is BatchingMode.PER_SESSION:
+        session = session_key(batch)
+        if session is not None:
+            return f"{input_name}\x1fsession:{session}"
+    return f"{input_name}\x1f{device_key(batch)}"
+
+
+class Engine:
+    """Implements ``Intake``: durable acceptance, windowing over time, file building."""
+
+    def __init__(
+        self,
+        config: Config,
+        spool: SqliteSpool,
+        metrics: Metrics,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.metrics = metrics
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._build_wanted = threading.Event()
+        self._building: set[int] = set()
+        self._building_lock = threading.Lock()
+        self._file_listeners: list[Callable[[str], None]] = []
+        self._spool_bytes = 0
+        self._last_error: str | None = None
+        self._last_maintenance = 0.0
+        self._connections: dict[str, _ConnectionState] = {}
+        self._next_window_id = 0
+        self._writer: threading.Thread | None = None
+        self._writer_done = False
+        self._builder: threading.Thread | None = None
+        self._load_state()
+
+    # ---------------------------------------------------------------- state
+
+    def _load_state(self) -> None:
+        self._next_window_id = self.spool.max_window_id()
+        self._connections = {
+            name: _ConnectionState(
+                settings=settings,
+                windower=Windower(
+                    WindowPolicy.from_settings(settings), next_id=self._new_window_id
+                ),
+            )
+            for name, settings in self.config.connections.items()
+        }
+        for stored in self.spool.open_windows():
+            state = self._connections.get(stored.connection)
+            if state is None:
+                continue  # a connection removed from the config keeps its data on disk
+            state.windower.restore(
+                OpenWindow(
+                    window_id=stored.window_id,
+                    group=stored.group,
+                    opened_at=stored.opened_at,
+                    last_activity=stored.last_activity,
+                    bytes=stored.bytes,
+                    items=stored.items,
+                )
+            )
+            state.next_seq[stored.window_id] = stored.items
+            state.window_input[stored.window_id] = stored.input
+        self._spool_bytes = self.spool.stored_bytes()
+        self._update_gauges()
+
+    def _new_window_id(self) -> int:
+        self._next_window_id += 1
+        return self._next_window_id
+
+    def on_file_stored(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(connection name)`` after a file is stored (delivery wakes up)."""
+        self._file_listeners.append(listener)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
+        self._builder = threading.Thread(target=self._build_loop, name="file-builder", daemon=True)
+        self._writer.start()
+        self._builder.start()
+        self._build_wanted.set()
+
+    def stop_intake(self) -> None:
+        """Refuse new data from now on (503); work already queued still completes."""
+        self._stopping.set()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish queued work, then stop the writer and builder threads."""
+        self._stopping.set()
+        self._stopped.set()
+        self._build_wanted.set()
+        if self._builder is not None:
+            self._builder.join(timeout)
+        self._queue.put(None)
+        if self._writer is not None:
+            self._writer.join(timeout)
+        self._writer_done = True
+
+    # ---------------------------------------------------------------- Intake
+
+    async def submit(
+        self, input_name: str, batches: list[dict[str, Any]], *, received_at: float
+    ) -> SubmitResult:
+        future = self._enqueue_ingest(input_name, batches, received_at)
+        result: SubmitResult = await asyncio.wrap_future(future)
+        return result
+
+    def submit_sync(
+        self, input_name: str, batches: list[dict[str, Any]], *, received_at: float
+    ) -> SubmitResult:
+        result: SubmitResult = self._enqueue_ingest(input_name, batches, received_at).result()
+        return result
+
+    def ready(self) -> tuple[bool, str]:
+        if self._stopping.is_set():
+            return False, "shutting down"
+        if self._last_error is not None:
+            return False, self._last_error
+        cap = self.config.spool.max_bytes
+        if self._spool_bytes >= cap * READY_FRACTION:
+            return False, (
+                f"spool holds {self._spool_bytes} bytes, {READY_FRACTION:.0%} of its "
+                f"{cap}-byte cap or more: delivery is behind"
+            )
+        return True, "ok"
+
+    @property
+    def spool_bytes(self) -> int:
+        return self._spool_bytes
+
+    def _enqueue_ingest(
+        self, input_name: str, batches: list[dict[str, Any]], received_at: float
+    ) -> Future[SubmitResult]:
+        if self._stopping.is_set():
+            raise StoppingError("s3forward is shutting down and takes no new data")
+        if input_name not in self.config.inputs:
+            raise ValueError(f"unknown input {input_name!r}")
+        bodies = [orjson.dumps(b) for b in batches]
+        return self._enqueue(self._ingest_op(input_name, batches, bodies, received_at))
+
+    def _enqueue(self, op: Op) -> Future[Any]:
+        if self._writer_done:
+            raise StoppingError("the spool writer has stopped")
+        future: Future[Any] = Future()
+        self._queue.put(_Pending(op, future))
+        return future
+
+    def run(self, op: Op) -> Any:
+        """Run an operation in the writer's next transaction and wait for its result."""
+        return self._enqueue(op).result()
+
+    # ---------------------------------------------------------------- operations
+
+    def _ingest_op(
+        self,
+        input_name: str,
+        batches: list[dict[str, Any]],
+        bodies: list[bytes],
+        received_at: float,
+    ) -> Op:
+        def apply(conn: sqlite3.Connection, now: float) -> SubmitResult:
+            incoming = sum(len(b) for b in bodies)
+            cap = self.config.spool.max_bytes
+            if self._spool_bytes + incoming > cap:
+                raise SpoolFullError(
+                    f"the spool is full ({self._spool_bytes} of {cap} bytes); "
+                    "delivery is behind, retry later",
+                    retry_after=self.config.spool.retry_after,
+                )
+            received_ms = int(received_at * 1000)
+            connections = [
+                self._connections[c.name] for c in self.config.connections_for_input(input_name)
+            ]
+            stored = duplicates = 0
+            seen_here: set[str] = set()
+            for batch, body in zip(batches, bodies, strict=True):
+                request_id = batch.get("source_request_id")
+                if isinstance(request_id, str) and request_id:
+                    if request_id in seen_here or self.spool.request_seen(
+                        conn, input_name, request_id
+                    ):
+                        duplicates += 1
+                        continue
+                    seen_here.add(request_id)
+                    self.spool.remember_request(conn, input_name, request_id, now)
+                self._store_batch(conn, now, input_name, batch, body, received_ms, connections)
+                stored += 1
+                self._spool_bytes += len(body)
+            return SubmitResult(stored=stored, duplicates=duplicates)
+
+        return apply
+
+    def _store_batch(
+        self,
+        conn: sqlite3.Connection,
+        now: float,
+        input_name: str,
+        batch: dict[str, Any],
+        body: bytes,
+        received_ms: int,
+        connections: list[_ConnectionState],
+    ) -> None:
+        batch_id = _as_int64(batch.get("batch_id"))
+        if batch_id is None:
+            batch_id = new_batch_id(self.rng)
+        events = batch.get("events") or []
+        plan: list[tuple[_ConnectionState, list[int | None]]] = []
+        for state in connections:
+            if state.settings.batching_mode is BatchingMode.PER_EVENT and events:
+                plan.append((state, list(range(len(events)))))
+            else:
+                plan.append((state, [None]))
+        refs = sum(len(indexes) for _, indexes in plan)
+        batch_ref = self.spool.add_batch(conn, input_name, received_ms, batch_id, body, refs)
+        for state, indexes in plan:
+            mode = state.settings.batching_mode
+            for index in indexes:
+                if index is None:
+                    group = group_of(batch, input_name, mode)
+                    size = len(body)
+                    closes = mode is BatchingMode.PER_SESSION and ends_session(batch)
+                else:
+                    group = f"{input_name}\x1fevent:{batch_ref}:{index}"
+                    size = len(orjson.dumps(events[index]))
+                    closes = False
+                placement = state.windower.place(group, size, now, ends_session=closes)
+                self._add_item(
+                    conn, state, placement.window_id, group, input_name, now, batch_ref, index, size
+                )
+                self._seal(conn, state, placement.sealed, now)
+
+    def _add_item(
+        self,
+        conn: sqlite3.Connection,
+        state: _ConnectionState,
+        window_id: int,
+        group: str,
+        input_name: str,
+        now: float,
+        batch_ref: int,
+        event_index: int | None,
+        size: int,
+    ) -> None:
+        if window_id not in state.next_seq:
+            self.spool.open_window(
+                conn,
+                StoredWindow(
+                    window_id=window_id,
+                    connection=state.settings.name,
+                    group=group,
+                    input=input_name,
+                    opened_at=now,
+                    last_activity=now,
+                    bytes=0,
+                    items=0,
+                    sealed_at=None,
+                    seal_reason=None,
+                ),
+            )
+            state.next_seq[window_id] = 0
+            state.window_input[window_id] = input_name
+        seq = state.next_seq[window_id]
+        state.next_seq[window_id] = seq + 1
+        self.spool.add_item(conn, window_id, seq, batch_ref, event_index, now, size)
+
+    def _seal(
+        self,
+        conn: sqlite3.Connection,
+        state: _ConnectionState,
+        sealed: tuple[Sealed, ...] | list[Sealed],
+        now: float,
+    ) -> None:
+        for window in sealed:
+            self.spool.seal_window(conn, window.window_id, now, window.reason.value)
+            state.next_seq.pop(window.window_id, None)
+            state.window_input.pop(window.window_id, None)
+            self.metrics.files_sealed_total.labels(state.settings.name, window.reason.value).inc()
+            log.info(
+                "window sealed",
+                connection=state.settings.name,
+                window_id=window.window_id,
+                reason=window.reason.value,
+                batches=window.items,
+                bytes=window.bytes,
+            )
+        if sealed:
+            self._build_wanted.set()
+
+    def seal_all(self, reason: SealReason = SealReason.DRAIN) -> int:
+        """Seal every open window now (drain). Returns how many were sealed."""
+
+        def apply(conn: sqlite3.Connection, now: float) -> int:
+            count = 0
+            for state in self._connections.values():
+                sealed = state.windower.seal_all(reason)
+                self._seal(conn, state, sealed, now)
+                count += len(sealed)
+            return count
+
+        result: int = self.run(apply)
+        return result
+
+    # ---------------------------------------------------------------- writer thread
+
+    def _write_loop(self) -> None:
+        while True:
+            timeout = self._seconds_to_next_deadline()
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                first = _Pending(lambda conn, now: None, Future())
+            if first is None:
+                self._drain_queue_on_exit()
+                return
+            batch = [first]
+            while len(batch) < _MAX_OPS_PER_COMMIT:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # handle the stop after this commit
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _drain_queue_on_exit(self) -> None:
+        leftovers: list[_Pending] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                leftovers.append(item)
+        if leftovers:
+            self._commit(leftovers)
+
+    def _seconds_to_next_deadline(self) -> float:
+        now = self.clock.now()
+        wait = 1.0
+        for state in self._connections.values():
+            deadline = state.windower.next_deadline()
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+        return max(wait, 0.001)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        now = self.clock.now()
+        results: list[tuple[_Pending, Any, BaseException | None]] = []
+        bytes_before = self._spool_bytes
+        try:
+            with self.spool.write("storing accepted batches") as conn:
+                for pending in batch:
+                    try:
+                        results.append((pending, pending.op(conn, now), None))
+                    except S3ForwardError as exc:
+                        results.append((pending, None, exc))
+                for state in self._connections.values():
+                    self._seal(conn, state, state.windower.due(now), now)
+                self._maintain(conn, now)
+        except SpoolUnavailableError as exc:
+            self._last_error = str(exc)
+            log.error("spool write failed", error=str(exc))
+            self._spool_bytes = bytes_before
+            self._reload_windows()
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        except Exception as exc:  # a bug must not kill the writer; callers see the error
+            log.exception("spool operation failed")
+            self._spool_bytes = bytes_before
+            self._reload_windows()
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        self._last_error = None
+        for pending, value, error in results:
+            if error is not None:
+                pending.future.set_exception(error)
+            else:
+                pending.future.set_result(value)
+        self._update_gauges()
+
+    def _maintain(self, conn: sqlite3.Connection, now: float) -> None:
+        if now - self._last_maintenance < _MAINTENANCE_INTERVAL:
+            return
+        self._last_maintenance = now
+        self.spool.forget_requests_before(conn, now - self.config.spool.dedup_window)
+        self.spool.prune_delivered(conn, _DELIVERED_HISTORY)
+
+    def _reload_windows(self) -> None:
+        """After a failed commit: make the in-memory windows match the spool again."""
+        try:
+            self._load_state()
+        except S3ForwardError as exc:
+            log.error("cannot reload the spool", error=str(exc))
+
+    def _update_gauges(self) -> None:
+        for name, state in self._connections.items():
+            self.metrics.windows_open.labels(name).set(state.windower.open_count)
+        self.metrics.spool_bytes.set(self._spool_bytes)
+
+    # ---------------------------------------------------------------- builder thread
+
+    def _build_loop(self) -> None:
+        while not self._stopped.is_set():
+            self._build_wanted.wait(timeout=1.0)
+            self._build_wanted.clear()
+            try:
+                self.build_sealed()
+            except S3ForwardError as exc:
+                log.error("building files failed", error=str(exc))
+                time.sleep(0.5)
+
+    def build_sealed(self) -> int:
+        """Build and store a file for every sealed window. Returns how many were stored."""
+        built = 0
+        while True:
+            windows = self.spool.sealed_windows(limit=256)
+            with self._building_lock:
+                todo = [w for w in windows if w.window_id not in self._building]
+                self._building.update(w.window_id for w in todo)
+            if not todo:
+                return built
+            try:
+                for window in todo:
+                    if self._stopped.is_set():
+                        return built
+                    self._build_one(window)
+                    built += 1
+            finally:
+                with self._building_lock:
+                    self._building.difference_update(w.window_id for w in todo)
+
+    def _build_one(self, window: StoredWindow) -> None:
+        state = self._connections.get(window.connection)
+        if state is None:
+            return
+        stored_items = self.spool.window_items(window.window_id)
+        items = [
+            FileItem(
+                batch=orjson.loads(item.body),
+                received_ms=item.received_ms,
+                batch_id=item.batch_id,
+                event_index=item.event_index,
+            )
+            for item in stored_items
+        ]
+        app_name = (
+            self.config.inputs[window.input].app_name
+            if window.input in self.config.inputs
+            else window.input
+        )
+        assert window.sealed_at is not None
+        built = build_file(
+            items, state.settings, app_name=app_name, sealed_at=window.sealed_at, rng=self.rng
+        )
+        self.run(self._store_file_op(window, built))
+
+    def _store_file_op(self, window: StoredWindow, built: BuiltFile) -> Op:
+        def apply(conn: sqlite3.Connection, now: float) -> int:
+            file_id, released = self.spool.store_file(
+                conn,
+                connection=window.connection,
+                window_id=window.window_id,
+                key=built.obj.key,
+                body=built.obj.body,
+                sha256=built.obj.sha256,
+                content_type=built.obj.content_type,
+                content_encoding=built.obj.content_encoding,
+                raw_bytes=built.raw_bytes,
+                batches=built.batches,
+                events=built.events,
+                sealed_at=window.sealed_at or now,
+                first_received_ms=built.first_received_ms,
+            )
+            self._spool_bytes += len(built.obj.body) - released
+            name = window.connection
+            self.metrics.bytes_sealed_total.labels(name).inc(built.raw_bytes)
+            for event_type, count in built.filtered_out.items():
+                self.metrics.events_filtered_total.labels(name, event_type).inc(count)
+            log.info(
+                "file stored",
+                connection=name,
+                window_id=window.window_id,
+                file_id=file_id,
+                key=built.obj.key,
+                batches=built.batches,
+                events=built.events,
+                bytes=len(built.obj.body),
+            )
+            for listener in self._file_listeners:
+                listener(name)
+            return file_id
+
+        return apply
+
+    # ---------------------------------------------------------------- delivery bookkeeping
+
+    def release_delivered(self, file_id: int) -> None:
+        def apply(conn: sqlite3.Connection, now: float) -> None:
+            self._spool_bytes -= self.spool.mark_delivered(conn, file_id, now)
+
+        self.run(apply)
+
+    def record_failure(self, file_id: int, next_attempt_at: float, error: str) -> None:
+        self.run(
+            lambda conn, now: self.spool.mark_attempt_failed(conn, file_id, next_attempt_at, error)
+        )
+
+    def record_new_key(self, file_id: int, key: str) -> None:
+        self.run(lambda conn, now: self.spool.rekey(conn, file_id, key))
+
+    def open_window_counts(self) -> dict[str, int]:
+        return {name: s.windower.open_count for name, s in self._connections.items()}
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait until no sealed window is waiting to be built (used by drain and tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.spool.sealed_windows(limit=1):
+                return True
+            self._build_wanted.set()
+            time.sleep(0.02)
+        return False

@@ -1,0 +1,159 @@
+"""Turning a sealed window's batches into the S3 object the seed describes.
+
+For each batch, in arrival order: the connection's filters, then the outbound form (one NDJSON
+line), then the whole file is encoded (gzip when ``use_compression``) and given its key. The
+bytes are fixed here, once: a retry writes the same bytes to the same key.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from s3forward.config import ConnectionSettings
+from s3forward.filters import apply_filters
+from s3forward.layout import EncodedObject, encode_object, object_key
+from s3forward.mparticle import first_event_time_ms, to_outbound
+
+
+@dataclass(frozen=True, slots=True)
+class FileItem:
+    """One line-to-be: an inbound batch (or one event of it) with what ingest recorded."""
+
+    batch: dict[str, Any]
+    received_ms: int
+    batch_id: int
+    event_index: int | None = None
+
+    def effective_batch(self) -> dict[str, Any]:
+        """The batch this line is built from: per-event mode keeps only the chosen event."""
+        if self.event_index is None:
+            return self.batch
+        events = self.batch.get("events") or []
+        return {**self.batch, "events": [events[self.event_index]]}
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltFile:
+    obj: EncodedObject
+    batches: int
+    events: int
+    raw_bytes: int
+    first_received_ms: int
+    first_event_ms: int | None
+    filtered_out: Counter[str] = field(default_factory=Counter)
+
+
+def _message_id(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def build_lines(
+    items: Iterable[FileItem], settings: ConnectionSettings, rng: random.Random
+) -> tuple[list[bytes], int, int | None, Counter[str]]:
+    """Filter and convert each item. Returns (lines, events kept, first event ms, filtered)."""
+    lines: list[bytes] = []
+    events_kept = 0
+    first_event_ms: int | None = None
+    filtered: Counter[str] = Counter()
+    for item in items:
+        inbound = item.effective_batch()
+        kept = apply_filters(inbound, settings)
+        before = inbound.get("events") or []
+        after = kept.get("events") or []
+        if len(after) != len(before):
+            kept_ids = {id(e) for e in after}
+            for event in before:
+                if id(event) not in kept_ids and isinstance(event, dict):
+                    filtered[str(event.get("event_type"))] += 1
+        events_kept += len(after)
+        if first_event_ms is None:
+            first_event_ms = first_event_time_ms(kept)
+        outbound = to_outbound(
+            kept,
+            received_at_ms=item.received_ms,
+            batch_id=item.batch_id,
+            message_id=_message_id(rng),
+            unique_id=settings.unique_id,
+        )
+        lines.append(orjson.dumps(outbound, option=orjson.OPT_APPEND_NEWLINE))
+    return lines, events_kept, first_event_ms, filtered
+
+
+def choose_key(
+    settings: ConnectionSettings,
+    *,
+    app_name: str,
+    sealed_at: float,
+    first_event_ms: int | None,
+    first_received_ms: int,
+    rng: random.Random,
+) -> str:
+    """The object key: ``[folder/][date/]<App>_<sealed time>_<5 random digits>.txt[.gz]``."""
+    return object_key(
+        folder_name=settings.folder_name,
+        date_folders=settings.store_data_in_folders_by_date,
+        app_name=app_name,
+        sealed_at=datetime.fromtimestamp(sealed_at, tz=UTC),
+        digits=rng.randrange(100_000),
+        first_event_ms=first_event_ms,
+        first_received_ms=first_received_ms,
+        compressed=settings.use_compression,
+    )
+
+
+def build_file(
+    items: list[FileItem],
+    settings: ConnectionSettings,
+    *,
+    app_name: str,
+    sealed_at: float,
+    rng: random.Random,
+) -> BuiltFile:
+    """Build the object for one sealed window. ``items`` must not be empty."""
+    if not items:
+        raise ValueError("a file needs at least one batch")
+    lines, events, first_event_ms, filtered = build_lines(items, settings, rng)
+    payload = b"".join(lines)
+    first_received_ms = items[0].received_ms
+    key = choose_key(
+        settings,
+        app_name=app_name,
+        sealed_at=sealed_at,
+        first_event_ms=first_event_ms,
+        first_received_ms=first_received_ms,
+        rng=rng,
+    )
+    obj = encode_object(key, payload, compress=settings.use_compression)
+    return BuiltFile(
+        obj=obj,
+        batches=len(items),
+        events=events,
+        raw_bytes=len(payload),
+        first_received_ms=first_received_ms,
+        first_event_ms=first_event_ms,
+        filtered_out=filtered,
+    )
+
+
+_DIGITS = re.compile(r"_(\d{5})(\.txt(?:\.gz)?)$")
+
+
+def with_new_digits(key: str, rng: random.Random) -> str:
+    """The same key with fresh random digits: for a file whose key a different object holds."""
+    match = _DIGITS.search(key)
+    if match is None:
+        raise ValueError(f"not an s3forward object key: {key!r}")
+    current = match.group(1)
+    digits = current
+    while digits == current:
+        digits = f"{rng.randrange(100_000):05d}"
+    return f"{key[: match.start()]}_{digits}{match.group(2)}"

@@ -1,0 +1,121 @@
+"""The offline pipeline behind ``s3forward forward``: batches from files straight to a sink.
+
+The same core as the service (filters, outbound form, batching mode, layout, sink), without the
+spool: every batch counts as received now, windows are sealed at their caps and at the end of
+the input. A file that fails to write stops the run with its error; files already written stay.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from s3forward.clock import Clock, SystemClock
+from s3forward.config import BatchingMode, ConnectionSettings
+from s3forward.engine import group_of
+from s3forward.errors import KeyTakenError
+from s3forward.files import FileItem, build_file, with_new_digits
+from s3forward.layout import EncodedObject
+from s3forward.mparticle import ends_session, new_batch_id
+from s3forward.sinks.base import Sink, WriteOutcome
+from s3forward.windows import Grouper, Sealed, WindowPolicy
+
+_MAX_KEY_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenFile:
+    key: str
+    batches: int
+    events: int
+    bytes: int
+    outcome: WriteOutcome
+
+
+@dataclass(slots=True)
+class ForwardSummary:
+    files: list[WrittenFile] = field(default_factory=list)
+
+    @property
+    def batches(self) -> int:
+        return sum(f.batches for f in self.files)
+
+    @property
+    def events(self) -> int:
+        return sum(f.events for f in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+
+def write_with_fresh_key(
+    sink: Sink, obj: EncodedObject, rng: random.Random
+) -> tuple[str, WriteOutcome]:
+    """Write ``obj``; when its key holds a different object, retry with new random digits."""
+    for _ in range(_MAX_KEY_ATTEMPTS):
+        try:
+            return obj.key, sink.write(obj)
+        except KeyTakenError:
+            obj = EncodedObject(
+                key=with_new_digits(obj.key, rng),
+                body=obj.body,
+                content_type=obj.content_type,
+                content_encoding=obj.content_encoding,
+                sha256=obj.sha256,
+            )
+    raise KeyTakenError(obj.key)
+
+
+def forward_batches(
+    batches: Iterable[dict[str, Any]],
+    settings: ConnectionSettings,
+    sink: Sink,
+    *,
+    input_name: str,
+    app_name: str,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    on_file: Callable[[WrittenFile], None] | None = None,
+) -> ForwardSummary:
+    """Group ``batches`` by the connection's batching mode and write every file to ``sink``."""
+    clock = clock or SystemClock()
+    rng = rng or random.Random()
+    grouper: Grouper[FileItem] = Grouper(WindowPolicy.from_settings(settings))
+    summary = ForwardSummary()
+    mode = settings.batching_mode
+
+    def write(sealed: list[tuple[Sealed, list[FileItem]]]) -> None:
+        now = clock.now()
+        for _window, items in sealed:
+            built = build_file(items, settings, app_name=app_name, sealed_at=now, rng=rng)
+            key, outcome = write_with_fresh_key(sink, built.obj, rng)
+            written = WrittenFile(key, built.batches, built.events, len(built.obj.body), outcome)
+            summary.files.append(written)
+            if on_file is not None:
+                on_file(written)
+
+    for batch in batches:
+        now = clock.now()
+        received_ms = int(now * 1000)
+        batch_id = batch.get("batch_id")
+        if not isinstance(batch_id, int) or isinstance(batch_id, bool):
+            batch_id = new_batch_id(rng)
+        events = batch.get("events") or []
+        if mode is BatchingMode.PER_EVENT and events:
+            for index, event in enumerate(events):
+                item = FileItem(batch, received_ms, batch_id, event_index=index)
+                size = len(orjson.dumps(event))
+                write(grouper.add(f"event:{id(item)}", item, size, now))
+            continue
+        item = FileItem(batch, received_ms, batch_id)
+        size = len(orjson.dumps(batch))
+        closes = mode is BatchingMode.PER_SESSION and ends_session(batch)
+        write(grouper.add(group_of(batch, input_name, mode), item, size, now, ends_session=closes))
+        write(grouper.due(now))
+    write(grouper.finish())
+    return summary

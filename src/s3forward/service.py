@@ -1,0 +1,222 @@
+"""Wiring and lifecycle of the long-running service.
+
+``start`` opens the spool, resumes its windows, starts the writer, builder and delivery workers
+and the HTTP server. SIGTERM/SIGINT stop intake at once (503), let uploads in flight finish
+within the grace period, and leave everything else in the spool for the next start. ``drain``
+seals every open window and delivers everything now, for a node that will not come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+import uvicorn
+
+from s3forward.api.app import IngestApp
+from s3forward.api.server import make_uvicorn_server
+from s3forward.clock import Clock, SystemClock
+from s3forward.config import Config
+from s3forward.delivery import Delivery
+from s3forward.engine import Engine
+from s3forward.metrics import Metrics
+from s3forward.sinks import make_sink
+from s3forward.sinks.base import Sink
+from s3forward.spool.sqlite import SqliteSpool
+
+log = structlog.get_logger("s3forward.service")
+
+_GAUGE_INTERVAL = 2.0
+
+
+@dataclass
+class Runtime:
+    """Everything a running s3forward holds, for the HTTP app, the status page and tests."""
+
+    config: Config
+    spool: SqliteSpool
+    metrics: Metrics
+    engine: Engine
+    delivery: Delivery
+    sinks: dict[str, Sink]
+    started_at: float
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready when the spool can take data and no connection has been failing too long."""
+        ok, reason = self.engine.ready()
+        if not ok:
+            return ok, reason
+        failing = [
+            f"connection {name!r} is failing: {h.last_error}"
+            for name, h in self.delivery.health().items()
+            if not h.healthy
+        ]
+        if failing:
+            return False, "; ".join(failing)
+        return True, "ok"
+
+    def refresh_gauges(self) -> None:
+        now = time.time()
+        oldest = self.spool.oldest_pending()
+        for name in self.config.connections:
+            since = oldest.get(name)
+            self.metrics.oldest_undelivered_age_seconds.labels(name).set(
+                max(0.0, now - since) if since is not None else 0.0
+            )
+        counts = self.spool.counts()
+        self.metrics.spool_files.labels("pending").set(counts["pending_files"])
+        self.metrics.spool_files.labels("sealed_windows").set(counts["sealed_windows"])
+        self.metrics.spool_bytes.set(self.engine.spool_bytes)
+
+
+def open_runtime(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    sinks: dict[str, Sink] | None = None,
+    metrics: Metrics | None = None,
+) -> Runtime:
+    """Open the spool and build the engine and delivery (not started yet)."""
+    clock = clock or SystemClock()
+    metrics = metrics or Metrics()
+    spool = SqliteSpool(config.spool.path)
+    try:
+        engine = Engine(config, spool, metrics, clock=clock)
+        sinks = sinks or {name: make_sink(c) for name, c in config.connections.items()}
+        delivery = Delivery(config, engine, sinks, metrics, clock=clock)
+    except BaseException:
+        spool.close()
+        raise
+    return Runtime(
+        config=config,
+        spool=spool,
+        metrics=metrics,
+        engine=engine,
+        delivery=delivery,
+        sinks=sinks,
+        started_at=clock.now(),
+    )
+
+
+class Service:
+    """The HTTP server plus the runtime, with signal-driven shutdown."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        grace: float = 30.0,
+        on_ready: Callable[[str], None] | None = None,
+        extra_routes: dict[tuple[str, str], object] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.grace = grace
+        self.on_ready = on_ready
+        self.extra_routes = extra_routes or {}
+        self._server: uvicorn.Server | None = None
+        self._stop_requested = threading.Event()
+
+    def request_stop(self) -> None:
+        """Stop intake now and let ``serve`` return after the grace period."""
+        if self._stop_requested.is_set():
+            return
+        self._stop_requested.set()
+        log.info("stopping: intake closed, finishing uploads in flight", grace_seconds=self.grace)
+        self.runtime.engine.stop_intake()
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def serve(self) -> None:
+        rt = self.runtime
+        config = rt.config
+        app = IngestApp(
+            config,
+            rt.engine,
+            rt.metrics,
+            readiness=rt.readiness,
+            extra_routes=self.extra_routes,  # type: ignore[arg-type]
+        )
+        server = make_uvicorn_server(app, config.server.host, config.server.port)
+        self._server = server
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        rt.engine.start()
+        rt.delivery.start()
+        gauges = asyncio.create_task(self._refresh_gauges())
+        try:
+            serving = asyncio.create_task(server.serve())
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.01)
+            if serving.done():
+                await serving  # re-raise a bind failure
+            url = f"http://{config.server.host}:{config.server.port}"
+            log.info(
+                "listening",
+                url=url,
+                inputs=list(config.inputs),
+                connections=list(config.connections),
+            )
+            if self.on_ready is not None:
+                self.on_ready(url)
+            await serving
+        finally:
+            gauges.cancel()
+            self.request_stop()
+            await asyncio.to_thread(self._shutdown)
+
+    async def _refresh_gauges(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.runtime.refresh_gauges)
+            except Exception:  # gauges must never take the service down
+                log.exception("refreshing gauges failed")
+            await asyncio.sleep(_GAUGE_INTERVAL)
+
+    def _shutdown(self) -> None:
+        rt = self.runtime
+        finished = rt.delivery.stop(self.grace)
+        rt.engine.close()
+        counts = rt.spool.counts()
+        rt.spool.close()
+        log.info(
+            "stopped",
+            uploads_finished=finished,
+            pending_files=counts["pending_files"],
+            open_windows=counts["open_windows"],
+            sealed_windows=counts["sealed_windows"],
+        )
+
+
+def drain(
+    runtime: Runtime, *, timeout: float, progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Seal every window and deliver every file now. Returns how many files remain pending."""
+    rt = runtime
+    rt.engine.start()
+    rt.delivery.start()
+    try:
+        sealed = rt.engine.seal_all()
+        log.info("drain: sealed open windows", windows=sealed)
+        rt.engine.settle(timeout)
+        deadline = time.monotonic() + timeout
+        total = max(rt.spool.counts()["pending_files"], 1)
+        while time.monotonic() < deadline:
+            pending = rt.spool.counts()["pending_files"]
+            if progress is not None:
+                progress(total - pending, total)
+            if pending == 0:
+                break
+            time.sleep(0.1)
+        return int(rt.spool.counts()["pending_files"])
+    finally:
+        rt.delivery.stop(grace=10.0)
+        rt.engine.close()
+        rt.spool.close()

@@ -1,0 +1,298 @@
+"""Amazon S3 (or any S3-compatible store) as a sink, through boto3.
+
+This is the only module that imports botocore exceptions; ``_translate`` maps every one of them
+onto ``errors.SinkError``. botocore retries a few times itself (standard mode); the delivery layer
+retries forever above it, so attempts here are kept few and timeouts bounded.
+
+Never overwriting: with ``conditional_writes`` (the default) every PUT carries
+``If-None-Match: *``, which S3 answers with 412 when the key exists; the key is then read with
+HEAD and its ``s3forward-sha256`` metadata decides between ``ALREADY_PRESENT`` (our own earlier
+attempt) and ``KeyTakenError``. When HEAD is forbidden (role-based policies grant only PutObject
+and PutObjectAcl) the object is taken to be our own earlier attempt: a clash of a microsecond
+timestamp and 5 random digits with someone else's object is far less likely than a retry after a
+lost response. Without ``conditional_writes`` (stores that reject the header) the sink checks
+with HEAD before the PUT, which is best effort: two writers racing on one key could both PUT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import boto3
+from botocore.config import Config as BotocoreConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from s3forward import __version__
+from s3forward.config import ConnectionSettings, Encryption
+from s3forward.errors import KeyTakenError, PermanentSinkError, SinkError, TransientSinkError
+from s3forward.layout import EncodedObject
+from s3forward.sinks.base import SHA256_METADATA, WriteOutcome
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+DEFAULT_MAX_ATTEMPTS = 3
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+MAX_POOL_CONNECTIONS = 16
+
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+        "OperationAborted",
+        "ConditionalRequestConflict",
+        "KMS.ThrottlingException",
+        "KMS.KMSInternalException",
+    }
+)
+
+# code -> what to fix, in plain words. ``{bucket}`` and ``{region}`` are filled in.
+_PERMANENT_ADVICE: Mapping[str, str] = {
+    "AccessDenied": (
+        "access to bucket {bucket} was denied: grant s3:PutObject (and s3:PutObjectAcl in "
+        "role-based mode) on arn:aws:s3:::{bucket}/* to these credentials"
+    ),
+    "AllAccessDisabled": "all access to bucket {bucket} is disabled; contact its owner",
+    "NoSuchBucket": ("bucket {bucket} does not exist in {region}: create it or fix s3_bucket_name"),
+    "InvalidAccessKeyId": (
+        "the access key id is not known to AWS: fix access_key_id for bucket {bucket}"
+    ),
+    "SignatureDoesNotMatch": (
+        "the secret access key does not match the access key id: fix secret_access_key"
+    ),
+    "ExpiredToken": "the session credentials have expired: refresh them or their source",
+    "InvalidToken": "the session token is malformed: fix the credentials' source",
+    "PermanentRedirect": (
+        "bucket {bucket} is not in {region}{actual}: set aws_region_endpoint to its region"
+    ),
+    "AuthorizationHeaderMalformed": (
+        "bucket {bucket} is not in {region}{actual}: set aws_region_endpoint to its region"
+    ),
+    "InvalidBucketName": "{bucket!r} is not a valid bucket name: fix s3_bucket_name",
+    "AccessControlListNotSupported": (
+        "bucket {bucket} does not accept ACLs: set its Object Ownership to "
+        "'Bucket owner preferred' or 'Bucket owner enforced'"
+    ),
+    "InvalidStorageClass": "the store rejects this storage_class: choose another",
+    "RequestTimeTooSkewed": "this machine's clock is wrong by minutes: synchronise it (NTP)",
+    "NoCredentials": (
+        "no AWS credentials were found: set access_key_id and secret_access_key, or provide "
+        "credentials to the default chain (environment, profile, instance or container role)"
+    ),
+    "KMS": (
+        "the KMS key for bucket {bucket} cannot be used: check sse_kms_key_id, that the key is "
+        "enabled, in {region}, and that these credentials may use it (kms:GenerateDataKey)"
+    ),
+}
+
+# HEAD and some errors carry no body: only the status code tells what happened.
+_STATUS_CODES = {301: "PermanentRedirect", 403: "AccessDenied", 404: "NoSuchKey"}
+
+
+def build_session(settings: ConnectionSettings) -> boto3.Session:
+    """A boto3 session for a connection: its access keys, or the default provider chain.
+
+    The seam for role assumption (``role_arn``/``external_id``): a session whose credentials
+    refresh through STS AssumeRole belongs here, so that ``S3Sink`` stays unchanged.
+    """
+    if settings.access_key_id is not None and settings.secret_access_key is not None:
+        return boto3.Session(
+            aws_access_key_id=settings.access_key_id.reveal(),
+            aws_secret_access_key=settings.secret_access_key.reveal(),
+            region_name=settings.aws_region_endpoint,
+        )
+    return boto3.Session(region_name=settings.aws_region_endpoint)
+
+
+def build_client(
+    settings: ConnectionSettings, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+) -> S3Client:
+    """An S3 client with bounded timeouts and few retries, for ``settings``."""
+    config = BotocoreConfig(
+        region_name=settings.aws_region_endpoint,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        max_pool_connections=MAX_POOL_CONNECTIONS,
+        user_agent_extra=f"s3forward/{__version__}",
+        s3={"addressing_style": "path"} if settings.force_path_style else None,
+    )
+    return build_session(settings).client("s3", endpoint_url=settings.endpoint_url, config=config)
+
+
+def put_object_args(settings: ConnectionSettings, obj: EncodedObject) -> dict[str, Any]:
+    """The PutObject parameters for ``obj`` under ``settings`` (without the body's checks)."""
+    args: dict[str, Any] = {
+        "Bucket": settings.s3_bucket_name,
+        "Key": obj.key,
+        "Body": obj.body,
+        "ContentType": obj.content_type,
+        "Metadata": {SHA256_METADATA: obj.sha256},
+    }
+    if obj.content_encoding:
+        args["ContentEncoding"] = obj.content_encoding
+    if settings.server_side_encryption_method is not Encryption.NONE:
+        args["ServerSideEncryption"] = settings.server_side_encryption_method.value
+        if settings.sse_kms_key_id:
+            args["SSEKMSKeyId"] = settings.sse_kms_key_id
+    if settings.canned_acl:
+        args["ACL"] = settings.canned_acl
+    if settings.storage_class:
+        args["StorageClass"] = settings.storage_class
+    if settings.object_tags:
+        args["Tagging"] = urlencode(dict(settings.object_tags))
+    if settings.conditional_writes:
+        args["IfNoneMatch"] = "*"
+    return args
+
+
+class S3Sink:
+    """Writes objects to ``settings.s3_bucket_name``. See the module docstring for overwrites."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        *,
+        client: S3Client | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._owns_client = client is None
+        self._client = client or build_client(settings, max_attempts=max_attempts)
+
+    def write(self, obj: EncodedObject) -> WriteOutcome:
+        """See ``Sink.write``."""
+        if not self._settings.conditional_writes:
+            existing = self._existing_outcome(obj, forbidden_means_present=False)
+            if existing is not None:
+                return existing
+        try:
+            self._client.put_object(**put_object_args(self._settings, obj))
+        except ClientError as exc:
+            if _status(exc) != 412 and _code(exc) != "PreconditionFailed":
+                raise self._translate(exc) from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc) from exc
+        else:
+            return WriteOutcome.CREATED
+        outcome = self._existing_outcome(obj, forbidden_means_present=True)
+        if outcome is None:  # deleted between our PUT and HEAD: the next attempt will PUT
+            raise TransientSinkError(
+                f"object {obj.key!r} in bucket {self._settings.s3_bucket_name} existed, then "
+                "vanished; retrying",
+                code="KeyVanished",
+            )
+        return outcome
+
+    def close(self) -> None:
+        """Release the client's connection pool (only a client this sink built)."""
+        if self._owns_client:
+            self._client.close()
+
+    def _existing_outcome(
+        self, obj: EncodedObject, *, forbidden_means_present: bool
+    ) -> WriteOutcome | None:
+        """What the object already under ``obj.key`` means: None when there is none."""
+        try:
+            head = self._client.head_object(Bucket=self._settings.s3_bucket_name, Key=obj.key)
+        except ClientError as exc:
+            status = _status(exc)
+            if status == 404:
+                return None
+            if status == 403:
+                # Role-based policies need not grant GetObject: we cannot look, see module doc.
+                return WriteOutcome.ALREADY_PRESENT if forbidden_means_present else None
+            raise self._translate(exc) from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc) from exc
+        if head.get("Metadata", {}).get(SHA256_METADATA) == obj.sha256:
+            return WriteOutcome.ALREADY_PRESENT
+        raise KeyTakenError(obj.key)
+
+    def _translate(self, exc: Exception) -> SinkError:
+        return _translate(
+            exc, bucket=self._settings.s3_bucket_name, region=self._settings.aws_region_endpoint
+        )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code") or "")
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _translate(exc: Exception, *, bucket: str, region: str) -> SinkError:
+    """The one place botocore and HTTP errors become ``TransientSinkError``/``PermanentSinkError``.
+
+    Messages name the bucket and region and say what to fix; they never contain credentials.
+    """
+    if isinstance(exc, ClientError):
+        return _translate_client_error(exc, bucket=bucket, region=region)
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return _permanent("NoCredentials", bucket=bucket, region=region)
+    if isinstance(exc, CredentialRetrievalError):
+        return TransientSinkError(f"could not fetch AWS credentials: {exc}", code="Credentials")
+    if isinstance(exc, ConnectionError | HTTPClientError | IncompleteReadError):
+        kind = type(exc).__name__.removesuffix("Error")
+        return TransientSinkError(
+            f"network problem talking to S3 for bucket {bucket} in {region}: {exc}", code=kind
+        )
+    return TransientSinkError(
+        f"unexpected error writing to bucket {bucket} in {region}: {type(exc).__name__}: {exc}",
+        code="Unknown",
+    )
+
+
+def _translate_client_error(exc: ClientError, *, bucket: str, region: str) -> SinkError:
+    status = _status(exc)
+    code = _code(exc)
+    if not code or code.isdigit():  # HEAD answers carry only a status such as "403"
+        code = _STATUS_CODES.get(status, f"HTTP{status}")
+    if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+        return TransientSinkError(
+            f"S3 answered {status} {code} for bucket {bucket} in {region}; retrying", code=code
+        )
+    headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    actual = headers.get("x-amz-bucket-region")
+    advice_key = "KMS" if code.startswith("KMS.") else code
+    if advice_key in _PERMANENT_ADVICE:
+        return _permanent(code, bucket=bucket, region=region, actual=actual, advice=advice_key)
+    message = str(exc.response.get("Error", {}).get("Message") or "")
+    return PermanentSinkError(
+        f"S3 answered {status} {code} for bucket {bucket} in {region}: {message}".rstrip(": "),
+        code=code,
+    )
+
+
+def _permanent(
+    code: str, *, bucket: str, region: str, actual: str | None = None, advice: str | None = None
+) -> PermanentSinkError:
+    template = _PERMANENT_ADVICE[advice or code]
+    actual_text = f" (it is in {actual})" if actual else ""
+    return PermanentSinkError(
+        template.format(bucket=bucket, region=region, actual=actual_text), code=code
+    )
+
+
+__all__ = ["S3Sink", "build_client", "build_session", "put_object_args"]

@@ -1,0 +1,555 @@
+"""SqliteSpool: the durable buffer in one SQLite database (WAL, synchronous=FULL).
+
+What lives here, and the states it moves through::
+
+    batches   inbound batches as received (orjson bytes), reference-counted by window items
+    windows   open -> sealed (sealed_at set) -> gone once its file is stored
+    items     which batch (or which event of a batch) belongs to which window, in arrival order
+    files     pending -> delivered (body dropped, row kept as recent history)
+    requests  source_request_id seen per input (the dedup index)
+
+Exactly one ``SpoolWriter`` (a thread in the engine) writes; readers open their own connections.
+A commit is an fsync: a batch is durable once the transaction that inserted it has committed.
+sqlite3 errors are translated here into ``SpoolUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from s3forward.errors import SpoolUnavailableError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    input TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    batch_id INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    refs INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS windows (
+    id INTEGER PRIMARY KEY,
+    connection TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    input TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    last_activity REAL NOT NULL,
+    bytes INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    sealed_at REAL,
+    seal_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS windows_sealed ON windows(sealed_at) WHERE sealed_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS items (
+    window_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    batch_ref INTEGER NOT NULL,
+    event_index INTEGER,
+    PRIMARY KEY (window_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    connection TEXT NOT NULL,
+    window_id INTEGER NOT NULL UNIQUE,
+    key TEXT NOT NULL,
+    body BLOB,
+    sha256 TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    content_encoding TEXT,
+    raw_bytes INTEGER NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    batches INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    sealed_at REAL NOT NULL,
+    first_received_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS files_pending ON files(connection, next_attempt_at)
+    WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS requests (
+    input TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (input, request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS requests_seen ON requests(seen_at);
+"""
+
+PENDING = "pending"
+DELIVERED = "delivered"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWindow:
+    window_id: int
+    connection: str
+    group: str
+    input: str
+    opened_at: float
+    last_activity: float
+    bytes: int
+    items: int
+    sealed_at: float | None
+    seal_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowItem:
+    batch_ref: int
+    event_index: int | None
+    input: str
+    received_ms: int
+    batch_id: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    file_id: int
+    connection: str
+    window_id: int
+    key: str
+    sha256: str
+    content_type: str
+    content_encoding: str | None
+    raw_bytes: int
+    stored_bytes: int
+    batches: int
+    events: int
+    sealed_at: float
+    first_received_ms: int
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    delivered_at: float | None
+
+
+_FILE_COLUMNS = (
+    "id, connection, window_id, key, sha256, content_type, content_encoding, raw_bytes, "
+    "stored_bytes, batches, events, sealed_at, first_received_ms, state, attempts, "
+    "next_attempt_at, last_error, delivered_at"
+)
+
+
+def _translate(exc: sqlite3.Error, doing: str) -> SpoolUnavailableError:
+    message = str(exc)
+    if "full" in message:
+        return SpoolUnavailableError(f"the spool's disk is full while {doing}")
+    return SpoolUnavailableError(f"the spool cannot be written while {doing}: {message}")
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the spool database with the pragmas every connection needs."""
+    if readonly:
+        uri = f"file:{path}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: every commit is fsync'd, so a 202 sent after commit survives power loss.
+        conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class SqliteSpool:
+    """The spool's storage. ``write()`` gives the single writer a transaction; reads are safe
+    from any thread (each thread gets its own read connection)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(path.with_suffix(path.suffix + ".lock"), "a+b")  # noqa: SIM115
+        except OSError as exc:
+            raise SpoolUnavailableError(
+                f"cannot create the spool at {path}: {exc.strerror}"
+            ) from None
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise SpoolUnavailableError(
+                f"the spool {path} is in use by another s3forward process; each process needs "
+                "its own spool"
+            ) from None
+        try:
+            self._writer = connect(path)
+            self._writer.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            self._lock_file.close()
+            raise _translate(exc, "opening it") from None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- connections
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def write(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the writer connection; commit (fsync) on success.
+
+        Only one thread may call this. sqlite3 errors become ``SpoolUnavailableError`` and the
+        transaction is rolled back, so nothing already committed is harmed.
+        """
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _translate(exc, doing) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise _translate(exc, doing) from None
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        with suppress(sqlite3.Error):  # SQLite may have rolled back already
+            conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._writer.close()
+        self._lock_file.close()
+
+    # ---------------------------------------------------------------- writes (writer only)
+
+    @staticmethod
+    def request_seen(conn: sqlite3.Connection, input_name: str, request_id: str) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM requests WHERE input = ? AND request_id = ?", (input_name, request_id)
+        ).fetchone()
+        return row is not None
+
+    @staticmethod
+    def remember_request(
+        conn: sqlite3.Connection, input_name: str, request_id: str, now: float
+    ) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO requests (input, request_id, seen_at) VALUES (?, ?, ?)",
+            (input_name, request_id, now),
+        )
+
+    @staticmethod
+    def forget_requests_before(conn: sqlite3.Connection, cutoff: float) -> int:
+        return conn.execute("DELETE FROM requests WHERE seen_at < ?", (cutoff,)).rowcount
+
+    @staticmethod
+    def add_batch(
+        conn: sqlite3.Connection,
+        input_name: str,
+        received_ms: int,
+        batch_id: int,
+        body: bytes,
+        refs: int,
+    ) -> int:
+        cur = conn.execute(
+            "INSERT INTO batches (input, received_ms, batch_id, body, refs) VALUES (?, ?, ?, ?, ?)",
+            (input_name, received_ms, batch_id, body, refs),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    @staticmethod
+    def open_window(conn: sqlite3.Connection, w: StoredWindow) -> None:
+        conn.execute(
+            "INSERT INTO windows (id, connection, grp, input, opened_at, last_activity, bytes, "
+            "items, sealed_at, seal_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+            (
+                w.window_id,
+                w.connection,
+                w.group,
+                w.input,
+                w.opened_at,
+                w.last_activity,
+                w.bytes,
+                w.items,
+            ),
+        )
+
+    @staticmethod
+    def add_item(
+        conn: sqlite3.Connection,
+        window_id: int,
+        seq: int,
+        batch_ref: int,
+        event_index: int | None,
+        now: float,
+        size: int,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO items (window_id, seq, batch_ref, event_index) VALUES (?, ?, ?, ?)",
+            (window_id, seq, batch_ref, event_index),
+        )
+        conn.execute(
+            "UPDATE windows SET items = items + 1, bytes = bytes + ?, last_activity = ? "
+            "WHERE id = ?",
+            (size, now, window_id),
+        )
+
+    @staticmethod
+    def seal_window(
+        conn: sqlite3.Connection, window_id: int, sealed_at: float, reason: str
+    ) -> None:
+        conn.execute(
+            "UPDATE windows SET sealed_at = ?, seal_reason = ? WHERE id = ? AND sealed_at IS NULL",
+            (sealed_at, reason, window_id),
+        )
+
+    @staticmethod
+    def store_file(
+        conn: sqlite3.Connection,
+        *,
+        connection: str,
+        window_id: int,
+        key: str,
+        body: bytes,
+        sha256: str,
+        content_type: str,
+        content_encoding: str | None,
+        raw_bytes: int,
+        batches: int,
+        events: int,
+        sealed_at: float,
+        first_received_ms: int,
+    ) -> tuple[int, int]:
+        """Store a sealed window's file and release the window and its batches.
+
+        Returns (file id, bytes of batch bodies released).
+        """
+        cur = conn.execute(
+            "INSERT INTO files (connection, window_id, key, body, sha256, content_type, "
+            "content_encoding, raw_bytes, stored_bytes, batches, events, sealed_at, "
+            "first_received_ms, state, attempts, next_attempt_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+            (
+                connection,
+                window_id,
+                key,
+                body,
+                sha256,
+                content_type,
+                content_encoding,
+                raw_bytes,
+                len(body),
+                batches,
+                events,
+                sealed_at,
+                first_received_ms,
+                PENDING,
+            ),
+        )
+        assert cur.lastrowid is not None
+        refs = conn.execute(
+            "SELECT batch_ref, COUNT(*) FROM items WHERE window_id = ? GROUP BY batch_ref",
+            (window_id,),
+        ).fetchall()
+        conn.executemany(
+            "UPDATE batches SET refs = refs - ? WHERE id = ?", [(n, ref) for ref, n in refs]
+        )
+        released = 0
+        if refs:
+            marks = ",".join("?" * len(refs))
+            ids = [ref for ref, _ in refs]
+            row = conn.execute(
+                f"SELECT COALESCE(SUM(LENGTH(body)), 0) FROM batches "  # noqa: S608 - placeholders only
+                f"WHERE refs <= 0 AND id IN ({marks})",
+                ids,
+            ).fetchone()
+            released = int(row[0])
+            conn.execute(
+                f"DELETE FROM batches WHERE refs <= 0 AND id IN ({marks})",  # noqa: S608
+                ids,
+            )
+        conn.execute("DELETE FROM items WHERE window_id = ?", (window_id,))
+        conn.execute("DELETE FROM windows WHERE id = ?", (window_id,))
+        return cur.lastrowid, released
+
+    @staticmethod
+    def mark_delivered(conn: sqlite3.Connection, file_id: int, now: float) -> int:
+        """Mark a file delivered and drop its body. Returns the bytes released."""
+        row = conn.execute(
+            "SELECT LENGTH(body) FROM files WHERE id = ? AND state = ?", (file_id, PENDING)
+        ).fetchone()
+        if row is None:
+            return 0
+        conn.execute(
+            "UPDATE files SET state = ?, body = NULL, delivered_at = ?, last_error = NULL "
+            "WHERE id = ?",
+            (DELIVERED, now, file_id),
+        )
+        return int(row[0] or 0)
+
+    @staticmethod
+    def mark_attempt_failed(
+        conn: sqlite3.Connection, file_id: int, next_attempt_at: float, error: str
+    ) -> None:
+        conn.execute(
+            "UPDATE files SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
+            "WHERE id = ? AND state = ?",
+            (next_attempt_at, error, file_id, PENDING),
+        )
+
+    @staticmethod
+    def rekey(conn: sqlite3.Connection, file_id: int, key: str) -> None:
+        conn.execute("UPDATE files SET key = ? WHERE id = ? AND state = ?", (key, file_id, PENDING))
+
+    @staticmethod
+    def note_attempt_started(conn: sqlite3.Connection, file_id: int) -> None:
+        conn.execute("UPDATE files SET attempts = attempts + 1 WHERE id = ?", (file_id,))
+
+    @staticmethod
+    def prune_delivered(conn: sqlite3.Connection, keep: int) -> None:
+        conn.execute(
+            "DELETE FROM files WHERE state = ? AND id NOT IN "
+            "(SELECT id FROM files WHERE state = ? ORDER BY delivered_at DESC LIMIT ?)",
+            (DELIVERED, DELIVERED, keep),
+        )
+
+    # ---------------------------------------------------------------- reads (any thread)
+
+    def open_windows(self) -> list[StoredWindow]:
+        return self._windows("sealed_at IS NULL ORDER BY opened_at, id")
+
+    def sealed_windows(self, limit: int = 1000) -> list[StoredWindow]:
+        return self._windows(f"sealed_at IS NOT NULL ORDER BY sealed_at, id LIMIT {int(limit)}")
+
+    def _windows(self, where: str) -> list[StoredWindow]:
+        rows = self._reader().execute(
+            "SELECT id, connection, grp, input, opened_at, last_activity, bytes, items, "
+            f"sealed_at, seal_reason FROM windows WHERE {where}"  # noqa: S608 - fixed clauses
+        )
+        return [StoredWindow(*row) for row in rows]
+
+    def window_items(self, window_id: int) -> list[WindowItem]:
+        rows = self._reader().execute(
+            "SELECT i.batch_ref, i.event_index, b.input, b.received_ms, b.batch_id, b.body "
+            "FROM items i JOIN batches b ON b.id = i.batch_ref WHERE i.window_id = ? "
+            "ORDER BY i.seq",
+            (window_id,),
+        )
+        return [WindowItem(*row) for row in rows]
+
+    def max_window_id(self) -> int:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT MAX(m) FROM (SELECT MAX(id) AS m FROM windows "
+                "UNION ALL SELECT MAX(window_id) FROM files)"
+            )
+            .fetchone()
+        )
+        return int(row[0] or 0)
+
+    def due_files(self, connection: str, now: float, limit: int) -> list[StoredFile]:
+        rows = self._reader().execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE state = ? AND connection = ? "  # noqa: S608
+            "AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+            (PENDING, connection, now, limit),
+        )
+        return [StoredFile(*row) for row in rows]
+
+    def file_body(self, file_id: int) -> bytes | None:
+        row = self._reader().execute("SELECT body FROM files WHERE id = ?", (file_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def get_file(self, file_id: int) -> StoredFile | None:
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?",  # noqa: S608
+                (file_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else StoredFile(*row)
+
+    def files(self, *, state: str | None = None, limit: int = 100) -> list[StoredFile]:
+        if state is None:
+            rows = self._reader().execute(
+                f"SELECT {_FILE_COLUMNS} FROM files ORDER BY id DESC LIMIT ?",  # noqa: S608
+                (limit,),
+            )
+        else:
+            order = "delivered_at DESC" if state == DELIVERED else "id"
+            rows = self._reader().execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE state = ? "  # noqa: S608
+                f"ORDER BY {order} LIMIT ?",
+                (state, limit),
+            )
+        return [StoredFile(*row) for row in rows]
+
+    def stored_bytes(self) -> int:
+        """Bytes of data held: batch bodies plus undelivered file bodies."""
+        conn = self._reader()
+        batches = conn.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM batches").fetchone()
+        files = conn.execute(
+            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM files WHERE state = ?", (PENDING,)
+        ).fetchone()
+        return int(batches[0]) + int(files[0])
+
+    def counts(self) -> dict[str, int]:
+        conn = self._reader()
+        open_w, sealed_w = conn.execute(
+            "SELECT COALESCE(SUM(sealed_at IS NULL), 0), COALESCE(SUM(sealed_at IS NOT NULL), 0) "
+            "FROM windows"
+        ).fetchone()
+        pending, delivered = conn.execute(
+            "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'delivered'), 0) "
+            "FROM files"
+        ).fetchone()
+        batches = conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+        return {
+            "open_windows": int(open_w),
+            "sealed_windows": int(sealed_w),
+            "pending_files": int(pending),
+            "delivered_files": int(delivered),
+            "batches": int(batches),
+        }
+
+    def oldest_pending(self) -> dict[str, float]:
+        """Per connection: the earliest first-received time (s) of an undelivered file."""
+        rows = self._reader().execute(
+            "SELECT connection, MIN(first_received_ms) FROM files WHERE state = ? "
+            "GROUP BY connection",
+            (PENDING,),
+        )
+        return {conn: ms / 1000.0 for conn, ms in rows}
+
+    def disk_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(OSError):
+                total += os.stat(str(self.path) + suffix).st_size
+        return total

@@ -1,0 +1,177 @@
+"""Shared fixtures: a real moto S3 server on loopback, clients and buckets for it.
+
+- ``moto_server`` (session): the server's URL, ``http://127.0.0.1:PORT``.
+- ``moto_reset`` (function): a callable that wipes all moto state (buckets, IAM, STS...).
+- ``s3_client`` (function): a boto3 S3 client for the server (us-east-1, path style).
+- ``bucket`` (function): a fresh ``mp-forwarding-...`` bucket; moto is reset after the test.
+- ``s3_connection`` (function): a factory ``(bucket, **overrides) -> ConnectionSettings``
+  pointing at the server with user-based keys ``testing``/``testing``.
+
+Every test runs with fake AWS credentials in the environment and no shared config files, so no
+test can reach a real AWS account by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+
+from s3forward.config import ConnectionSettings, DateFolders, Secret
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MOTO_REGION = "us-east-1"
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": MOTO_REGION,
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+_STARTUP_TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fake_aws_environment() -> Iterator[None]:
+    """Fake credentials for the whole session; real ones in the environment are hidden."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FAKE_AWS_ENV.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        yield
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until_answering(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + _STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {process.returncode}: {log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.05)  # polling a child process: there is no clock to inject
+    raise RuntimeError(f"moto_server did not answer on {url} within {_STARTUP_TIMEOUT}s")
+
+
+@pytest.fixture(scope="session")
+def moto_server(
+    _fake_aws_environment: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A moto S3/IAM/STS server on loopback for the whole session; yields its URL."""
+    executable = Path(sys.executable).parent / "moto_server"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_until_answering(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def reset_moto(url: str) -> None:
+    """Wipe all of moto's state (every bucket, object, IAM user and role)."""
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+@pytest.fixture
+def moto_reset(moto_server: str) -> Callable[[], None]:
+    """A callable that wipes all of moto's state."""
+    return lambda: reset_moto(moto_server)
+
+
+def moto_client(url: str, service: str = "s3", **kwargs: Any) -> Any:
+    """A boto3 client for ``service`` on the moto server (fake keys, us-east-1, path style)."""
+    from botocore.config import Config
+
+    return boto3.client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=url,
+        region_name=MOTO_REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(s3={"addressing_style": "path"}),
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def s3_client(moto_server: str) -> Iterator[S3Client]:
+    """A boto3 S3 client for the moto server."""
+    client = moto_client(moto_server)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def bucket(moto_server: str, s3_client: S3Client) -> Iterator[str]:
+    """A fresh, uniquely named ``mp-forwarding-...`` bucket; moto is wiped after the test."""
+    name = f"mp-forwarding-{uuid.uuid4().hex[:20]}"
+    s3_client.create_bucket(Bucket=name)
+    yield name
+    reset_moto(moto_server)
+
+
+@pytest.fixture
+def s3_connection(moto_server: str) -> Callable[..., ConnectionSettings]:
+    """A factory ``(bucket, **overrides) -> ConnectionSettings`` for the moto server."""
+
+    def make(bucket: str, **overrides: Any) -> ConnectionSettings:
+        return s3_connection_settings(moto_server, bucket, **overrides)
+
+    return make
+
+
+def s3_connection_settings(moto_url: str, bucket: str, **overrides: Any) -> ConnectionSettings:
+    """User-based (``testing``/``testing``) settings writing to ``bucket`` on ``moto_url``."""
+    values: dict[str, Any] = {
+        "name": "test",
+        "inputs": ("in",),
+        "s3_bucket_name": bucket,
+        "access_key_id": Secret("testing"),
+        "secret_access_key": Secret("testing"),
+        "aws_region_endpoint": MOTO_REGION,
+        "endpoint_url": moto_url,
+        "force_path_style": True,
+        "store_data_in_folders_by_date": DateFolders.NONE,
+    }
+    values.update(overrides)
+    return ConnectionSettings(**values)
