@@ -14,6 +14,7 @@ stored files from there.
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import random
 import sqlite3
@@ -108,6 +109,7 @@ class Engine:
         self._building: set[int] = set()
         self._building_lock = threading.Lock()
         self._file_listeners: list[Callable[[str], None]] = []
+        self._after_commit: list[Callable[[], None]] = []
         self._spool_bytes = 0
         self._last_error: str | None = None
         self._last_maintenance = 0.0
@@ -361,7 +363,9 @@ class Engine:
             self.spool.seal_window(conn, window.window_id, now, window.reason.value)
             state.next_seq.pop(window.window_id, None)
             state.window_input.pop(window.window_id, None)
-            self.metrics.files_sealed_total.labels(state.settings.name, window.reason.value).inc()
+            self._after_commit.append(
+                self.metrics.files_sealed_total.labels(state.settings.name, window.reason.value).inc
+            )
             log.info(
                 "window sealed",
                 connection=state.settings.name,
@@ -371,7 +375,7 @@ class Engine:
                 bytes=window.bytes,
             )
         if sealed:
-            self._build_wanted.set()
+            self._after_commit.append(self._build_wanted.set)
 
     def seal_all(self, reason: SealReason = SealReason.DRAIN) -> int:
         """Seal every open window now (drain). Returns how many were sealed."""
@@ -449,27 +453,31 @@ class Engine:
         except SpoolUnavailableError as exc:
             self._last_error = str(exc)
             log.error("spool write failed", error=str(exc))
-            self._spool_bytes = bytes_before
-            self._reload_windows()
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
+            self._fail_commit(batch, exc, bytes_before)
             return
         except Exception as exc:  # a bug must not kill the writer; callers see the error
             log.exception("spool operation failed")
-            self._spool_bytes = bytes_before
-            self._reload_windows()
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
+            self._fail_commit(batch, exc, bytes_before)
             return
         self._last_error = None
+        after, self._after_commit = self._after_commit, []
+        for action in after:
+            action()
         for pending, value, error in results:
             if error is not None:
                 pending.future.set_exception(error)
             else:
                 pending.future.set_result(value)
         self._update_gauges()
+
+    def _fail_commit(self, batch: list[_Pending], exc: BaseException, bytes_before: int) -> None:
+        """Nothing of this commit happened: undo its in-memory effects and tell every caller."""
+        self._after_commit = []
+        self._spool_bytes = bytes_before
+        self._reload_windows()
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
 
     def _maintain(self, conn: sqlite3.Connection, now: float) -> None:
         if now - self._last_maintenance < _MAINTENANCE_INTERVAL:
@@ -566,9 +574,7 @@ class Engine:
             )
             self._spool_bytes += len(built.obj.body) - released
             name = window.connection
-            self.metrics.bytes_sealed_total.labels(name).inc(built.raw_bytes)
-            for event_type, count in built.filtered_out.items():
-                self.metrics.events_filtered_total.labels(name, event_type).inc(count)
+            self._after_commit.append(lambda: self._count_stored(name, built))
             log.info(
                 "file stored",
                 connection=name,
@@ -580,10 +586,15 @@ class Engine:
                 bytes=len(built.obj.body),
             )
             for listener in self._file_listeners:
-                listener(name)
+                self._after_commit.append(functools.partial(listener, name))
             return file_id
 
         return apply
+
+    def _count_stored(self, connection: str, built: BuiltFile) -> None:
+        self.metrics.bytes_sealed_total.labels(connection).inc(built.raw_bytes)
+        for event_type, count in built.filtered_out.items():
+            self.metrics.events_filtered_total.labels(connection, event_type).inc(count)
 
     # ---------------------------------------------------------------- delivery bookkeeping
 

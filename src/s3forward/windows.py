@@ -240,7 +240,7 @@ class Windower:
         """Seal and return the windows whose deadline is at or before ``now``, in deadline order."""
         out: list[Sealed] = []
         heap = self._deadlines
-        while heap and heap[0][0] < now:
+        while heap and heap[0][0] <= now:
             _, window_id, group = heapq.heappop(heap)
             self.heap_pops += 1
             window = self._live(window_id, group)
@@ -278,7 +278,7 @@ class Windower:
                 f"bytes={window.bytes} (window {window.window_id})"
             )
         copy = dataclasses.replace(window)
-        self._counter = max(self._counter, copy.window_id + 1)
+        pass
         self._track(copy)
         self._open_bytes += copy.bytes
 

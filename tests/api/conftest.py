@@ -3,9 +3,9 @@
 - ``intake`` (function): a ``RecordingIntake`` that records every submit; set ``error`` to make
   ``submit`` raise it, ``duplicates`` to report duplicates, ``not_ready`` to make ``ready()`` no.
 - ``metrics`` (function): a fresh ``Metrics``.
-- ``start_api`` (function): a factory ``(**server_settings) -> base URL`` that runs an
-  ``IngestApp`` over ``intake`` and ``metrics`` on uvicorn (uvloop + httptools) in a background
-  thread on a free 127.0.0.1 port; the server stops after the test.
+- ``start_api`` (function): a factory ``(*, extra_routes, readiness, **server_settings) ->
+  base URL`` that runs an ``IngestApp`` over ``intake`` and ``metrics`` on uvicorn (uvloop +
+  httptools) in a background thread on a free 127.0.0.1 port; it stops after the test.
 - ``api_url`` (function): ``start_api()`` with default settings.
 - ``web_auth`` / ``ios_auth``: ``(api_key, api_secret)`` of the two configured inputs.
 - ``serve_app(app)``: the context manager behind ``start_api``, for any ASGI app.
@@ -119,8 +119,14 @@ def start_api(intake: RecordingIntake, metrics: Metrics) -> Iterator[Callable[..
     """A factory ``(**server_settings) -> base URL``; every server stops after the test."""
     with ExitStack() as stack:
 
-        def start(**server: Any) -> str:
-            app = IngestApp(api_config(**server), intake, metrics)
+        def start(*, extra_routes: Any = None, readiness: Any = None, **server: Any) -> str:
+            app = IngestApp(
+                api_config(**server),
+                intake,
+                metrics,
+                extra_routes=extra_routes,
+                readiness=readiness,
+            )
             return stack.enter_context(serve_app(app))
 
         yield start

@@ -1,4 +1,4 @@
-"""POST /v2/events and /v2/bulkevents over a real socket: answers, error bodies, what is submitted."""
+"""POST /v2/events and /v2/bulkevents over real sockets: answers, errors, what is submitted."""
 
 from __future__ import annotations
 

@@ -23,8 +23,7 @@ BATCH = orjson.dumps({"environment": "development", "mp_deviceid": "d", "events"
 def connect(url: str) -> socket.socket:
     parts = urlsplit(url)
     assert parts.hostname == "127.0.0.1"
-    sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=5)
-    return sock
+    return socket.create_connection((parts.hostname, parts.port or 80), timeout=5)
 
 
 def basic(key: str, secret: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from pathlib import Path
@@ -9,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from s3forward.config import ConnectionSettings, DateFolders, Destination
-from s3forward.errors import KeyTakenError, PermanentSinkError
+from s3forward.errors import KeyTakenError, PermanentSinkError, SinkError, TransientSinkError
 from s3forward.layout import encode_object
 from s3forward.sinks import WriteOutcome, make_sink
-from s3forward.sinks.localdir import LocalDirSink
+from s3forward.sinks.localdir import LocalDirSink, _translate
 
 
 def _sink(tmp_path: Path) -> LocalDirSink:
@@ -138,3 +139,23 @@ def test_make_sink_builds_a_local_sink_for_localdir_connections(tmp_path: Path) 
     sink.write(encode_object("A.txt", b"x\n", compress=False))
     sink.close()
     assert (tmp_path / "out/A.txt").read_bytes() == b"x\n"
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "code"),
+    [
+        (errno.ENOSPC, TransientSinkError, "DiskFull"),
+        (errno.EDQUOT, TransientSinkError, "DiskFull"),
+        (errno.EACCES, PermanentSinkError, "PermissionDenied"),
+        (errno.EROFS, PermanentSinkError, "ReadOnlyFileSystem"),
+        (errno.EIO, TransientSinkError, "IOError"),
+    ],
+)
+def test_os_errors_map_to_transient_or_permanent(
+    tmp_path: Path, error: int, kind: type[SinkError], code: str
+) -> None:
+    """A full disk is retried soon; permissions and read-only disks need an operator."""
+    translated = _translate(OSError(error, os.strerror(error), str(tmp_path)), tmp_path)
+    assert type(translated) is kind
+    assert translated.code == code
+    assert str(tmp_path) in str(translated)

@@ -93,8 +93,8 @@ def test_kms_encryption_uses_the_configured_key(
 def test_storage_class_and_tags_are_applied(
     bucket: str, s3_client: S3Client, s3_connection: MakeSettings
 ) -> None:
-    """The configured storage class and object tags (with spaces and '&') are stored."""
-    tags = {"team": "data eng", "source": "mparticle&s3forward"}
+    """The configured storage class and object tags (with spaces, '=' and '+') are stored."""
+    tags = {"team": "data eng", "source": "mparticle=s3+forward/x:y"}
     obj = _obj()
     _write(s3_connection(bucket, storage_class="STANDARD_IA", object_tags=tags), obj)
     assert s3_client.head_object(Bucket=bucket, Key=obj.key)["StorageClass"] == "STANDARD_IA"
@@ -253,14 +253,14 @@ def stub_s3() -> Iterator[StubS3]:
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        do_PUT = do_HEAD = do_GET = _respond  # noqa: N815 - http.server's naming
+        do_PUT = do_HEAD = do_GET = _respond
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             """Keep test output quiet."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     stub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield stub
     server.shutdown()
@@ -308,7 +308,9 @@ def test_user_based_mode_sends_no_acl(stub_s3: StubS3) -> None:
         (429, "TooManyRequests"),
     ],
 )
-def test_throttling_and_server_errors_are_transient(stub_s3: StubS3, status: int, code: str) -> None:
+def test_throttling_and_server_errors_are_transient(
+    stub_s3: StubS3, status: int, code: str
+) -> None:
     """5xx, SlowDown, RequestTimeout and 429 answers become TransientSinkError with S3's code."""
     stub_s3.answer("PUT", status, _error_xml(code))
     with pytest.raises(TransientSinkError) as caught:

@@ -128,7 +128,7 @@ def build_client(
     """An S3 client with bounded timeouts and few retries, for ``settings``."""
     config = BotocoreConfig(
         region_name=settings.aws_region_endpoint,
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=READ_TIMEOUT,
         max_pool_connections=MAX_POOL_CONNECTIONS,
@@ -290,8 +290,9 @@ def _permanent(
 ) -> PermanentSinkError:
     template = _PERMANENT_ADVICE[advice or code]
     actual_text = f" (it is in {actual})" if actual else ""
+    advice_text = template.format(bucket=bucket, region=region, actual=actual_text)
     return PermanentSinkError(
-        template.format(bucket=bucket, region=region, actual=actual_text), code=code
+        f"cannot write to bucket {bucket} in {region} ({code}): {advice_text}", code=code
     )
 
 
