@@ -409,7 +409,8 @@ def _push_registration(device: Device, data: dict[str, Any], rng: random.Random)
 def _crash_report(device: Device, data: dict[str, Any], rng: random.Random) -> None:
     cls = rng.choice(CRASH_CLASSES)
     frames = "\n".join(
-        f"{i} TrailMix 0x{rng.getrandbits(40):010x} {rng.choice(BREADCRUMBS)} + {rng.randrange(999)}"
+        f"{i} TrailMix 0x{rng.getrandbits(40):010x} {rng.choice(BREADCRUMBS)}"
+        f" + {rng.randrange(999)}"
         for i in range(rng.randrange(8, 20))
     )
     data.update(
@@ -493,9 +494,8 @@ def _batch_events(
     if device.session_uuid is None or ts - device.last_ms > SESSION_TIMEOUT_MS:
         events += _start_session(device, ts, rng)
     body = max(1, count - len(events) - (1 if ends else 0))
-    for event_type, gap in zip(
-        rng.choices(_BODY_TYPES, cum_weights=_BODY_CUM, k=body), gaps, strict=False
-    ):
+    kinds = rng.choices(_BODY_TYPES, cum_weights=_BODY_CUM, k=body)
+    for event_type, gap in zip(kinds, gaps, strict=False):
         ts += gap
         events.append(_event(device, event_type, ts, rng))
     if ends:
@@ -505,7 +505,9 @@ def _batch_events(
     return events
 
 
-def make_batch(device: Device, upload_ms: int, events_per_batch: int, rng: random.Random) -> dict:
+def make_batch(
+    device: Device, upload_ms: int, events_per_batch: int, rng: random.Random
+) -> dict[str, Any]:
     """One upload from ``device`` at ``upload_ms``, with about ``events_per_batch`` events."""
     count = max(1, round(rng.triangular(0.5, 1.5) * events_per_batch))
     events = _batch_events(device, upload_ms, count, rng)
@@ -555,8 +557,10 @@ def make_batches(
 ) -> list[dict[str, Any]]:
     """``n`` realistic batches from ``devices`` devices, about ``events_per_batch`` events each.
 
-    Batches are independent plain dicts (no shared sub-objects), about 2-4 KB of JSON each at
-    the default 10 events, and identical for identical arguments.
+    Batches are independent plain dicts (no shared sub-objects), about 4 KB of JSON each on
+    average (5th-95th percentile 2.9-5.6 KB) at the default 10 events, and identical for
+    identical arguments. Location appears on the events of devices that allow it (about 30 %),
+    consent_state on about 30 % of devices, user_identities for logged-in users (about 70 %).
     """
     return list(iter_batches(n, seed=seed, events_per_batch=events_per_batch, devices=devices))
 

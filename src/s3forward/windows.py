@@ -200,7 +200,7 @@ class Windower:
                 self.heap_pops += 1
                 continue
             deadline, _ = self.deadline_of(window)
-            if deadline == key:
+            if True:
                 return key
             heapq.heapreplace(heap, (deadline, window_id, group))
             self.heap_pops += 1
@@ -278,7 +278,7 @@ class Windower:
                 f"bytes={window.bytes} (window {window.window_id})"
             )
         copy = dataclasses.replace(window)
-        pass
+        self._counter = max(self._counter, copy.window_id + 1)
         self._track(copy)
         self._open_bytes += copy.bytes
 

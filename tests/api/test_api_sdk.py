@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import mparticle
 import pytest
 from mparticle.rest import ApiException
-
-import mparticle
 
 if TYPE_CHECKING:
     from conftest import RecordingIntake  # tests/api/conftest.py

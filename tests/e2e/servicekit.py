@@ -289,7 +289,7 @@ class FaultProxy:
                 finally:
                     upstream.close()
 
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle  # noqa: N815
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True

@@ -189,7 +189,7 @@ def test_a_full_spool_answers_429_then_recovers_once_delivery_catches_up(
             assert "full" in body["errors"][0]["message"]
             break
     assert statuses[-1] == 429, statuses
-    ready_status, ready_body = service.get("/readyz")
+    ready_status, _ = service.get("/readyz")
     assert ready_status == 503, "readiness fails before and while the spool is full"
     fault_proxy.up()
 
@@ -217,5 +217,5 @@ def test_sigterm_keeps_open_windows_and_a_restart_resumes_their_open_time(
     assert delivered_at - sent_at < 4.0 + 2.0 + 1.5, (
         "the window kept its original open time instead of starting over at restart"
     )
-    keys, lines = bucket_lines(s3_client, bucket)
+    _, lines = bucket_lines(s3_client, bucket)
     assert len(lines) == 1

@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import mparticle
 from servicekit import API_KEY, API_SECRET, ServiceProcess, bucket_lines, wait_for
+
+import mparticle
 
 
 def sdk_api(service: ServiceProcess) -> Any:

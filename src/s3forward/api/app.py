@@ -16,9 +16,9 @@ replace routes with ``extra_routes``.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -83,7 +83,7 @@ class Request:
         self.input_name: str | None = None
         given = self.headers.get(b"x-request-id")
         self.request_id = (
-            given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex.encode()
+            given if given and _REQUEST_ID.fullmatch(given) else os.urandom(16).hex().encode()
         )
         self.content_length = _content_length(self.headers)
         # No Content-Length and no chunked encoding means no body at all (RFC 9112 6.3).
@@ -141,10 +141,14 @@ class IngestApp:
         self._ingest_seconds = {
             name: metrics.ingest_seconds.labels(name) for name in ("events", "bulkevents")
         }
-        for name in config.inputs:
-            metrics.batches_received_total.labels(name)
-            metrics.events_received_total.labels(name)
-            metrics.batches_deduplicated_total.labels(name)
+        self._input_counters = {
+            name: (
+                metrics.batches_received_total.labels(name),
+                metrics.events_received_total.labels(name),
+                metrics.batches_deduplicated_total.labels(name),
+            )
+            for name in config.inputs
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -204,41 +208,45 @@ class IngestApp:
         limit = self._limits.max_request_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _too_large(f"the body is {request.content_length} bytes", limit)
-        chunks: list[bytes] = []
-        total = 0
+        # A bare timer instead of asyncio.timeout(): same semantics, a fraction of the cost on
+        # a path that runs for every request.
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self._body_timeout, expire)
         try:
-            async with asyncio.timeout(self._body_timeout):
-                more = True
-                while more:
-                    message = await request.receive()
-                    if message["type"] == "http.disconnect":
-                        raise ClientDisconnected("the client disconnected while sending its body")
-                    chunk: bytes = message.get("body", b"")
-                    total += len(chunk)
-                    if total > limit:
-                        raise _too_large(f"the body is over {total} bytes", limit)
-                    chunks.append(chunk)
-                    more = message.get("more_body", False)
-        except TimeoutError:
+            body = await _receive_all(request, limit)
+        except asyncio.CancelledError:
+            if not expired:
+                raise  # cancelled by someone else (shutdown): not ours to swallow
+            task.uncancel()
             request.body_stalled = True
             raise BodyTimeout(
                 f"the request body was not received within {self._body_timeout:g} seconds"
             ) from None
+        finally:
+            timer.cancel()
         request.body_complete = True
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return body
 
     def _count_accepted(self, input_name: str, batches: list[dict[str, Any]], dups: int) -> None:
-        m = self._metrics
-        m.batches_received_total.labels(input_name).inc(len(batches))
+        batches_total, events_total, deduplicated = self._input_counters[input_name]
+        batches_total.inc(len(batches))
         events = 0
         for batch in batches:
             batch_events = batch.get("events")
             if isinstance(batch_events, list):
                 events += len(batch_events)
         if events:
-            m.events_received_total.labels(input_name).inc(events)
+            events_total.inc(events)
         if dups:
-            m.batches_deduplicated_total.labels(input_name).inc(dups)
+            deduplicated.inc(dups)
 
     # ----------------------------------------------------------------------------------------
     # Operations endpoints
@@ -321,6 +329,23 @@ def _check_content_type(value: bytes | None) -> None:
     raise UnsupportedMediaType(
         f"Content-Type {shown!r} is not supported; send application/json (optionally gzipped)"
     )
+
+
+async def _receive_all(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    more = True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client disconnected while sending its body")
+        chunk: bytes = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(f"the body is over {total} bytes", limit)
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large(what: str, limit: int) -> PayloadTooLargeError:
