@@ -260,6 +260,40 @@ def forward(
     )
 
 
+# ------------------------------------------------------------------------------------ check
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML configuration file.",
+)
+@click.option("--connection", "connection_name", help="Check only this connection.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check(config_path: Path, connection_name: str | None, as_json: bool) -> None:
+    """Verify that each connection can forward: credentials, bucket, region, listing, writing.
+
+    Writes a small verification object (mParticle_Bucket_Verification_...txt holding {}) with
+    the connection's exact options. Exit code 0 only when every checked connection would work.
+    """
+    from s3forward.checks import check_connection, render_text
+
+    configure_logging("console", "error")
+    config = _load(config_path)
+    names = [_connection(config, connection_name).name] if connection_name else config.connections
+    reports = [check_connection(config.connections[name]) for name in names]
+    if as_json:
+        document = {"ok": all(r.ok for r in reports), "connections": [r.as_dict() for r in reports]}
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render_text(reports), nl=False)
+    if not all(r.ok for r in reports):
+        sys.exit(EXIT_FAILED)
+
+
 # ----------------------------------------------------------------------------------- policy
 
 

@@ -262,6 +262,8 @@ class _Table:
         self.problems = problems
         self.env = env
         self.used: set[str] = set()
+        # Every key asked for, present or not: "did you mean" must suggest absent keys too.
+        self.known: set[str] = set()
 
     def _loc(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
@@ -284,11 +286,17 @@ class _Table:
             return None
         return _ENV_REF.sub(lambda m: self.env[m.group(1)], value)
 
-    def has(self, key: str) -> bool:
-        return key in self.data
+    def _absent(self, key: str) -> bool:
+        self.known.add(key)
+        return key not in self.data
 
-    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        if key not in self.data:
+    def has(self, key: str) -> bool:
+        return not self._absent(key)
+
+    def string(
+        self, key: str, default: str | None = None, *, required: bool = False, secret: bool = False
+    ) -> str | None:
+        if self._absent(key):
             if required:
                 self.problem(key, "is required (a string)")
             return default
@@ -296,16 +304,17 @@ class _Table:
         if value is None:  # failed ${ENV} expansion, already reported
             return default
         if not isinstance(value, str):
-            self.problem(key, f"expected a string, got {_describe(value)}")
+            shown = "a value that is not shown (it is a secret)" if secret else _describe(value)
+            self.problem(key, f"expected a string, got {shown}")
             return default
         return value
 
-    def optional_string(self, key: str) -> str | None:
-        value = self.string(key)
+    def optional_string(self, key: str, *, secret: bool = False) -> str | None:
+        value = self.string(key, secret=secret)
         return value if value else None
 
     def boolean(self, key: str, default: bool) -> bool:
-        if key not in self.data:
+        if self._absent(key):
             return default
         value = self._raw(key)
         if isinstance(value, bool):
@@ -314,7 +323,7 @@ class _Table:
         return default
 
     def integer(self, key: str, default: int, *, minimum: int = 0, maximum: int = 2**63) -> int:
-        if key not in self.data:
+        if self._absent(key):
             return default
         value = self._raw(key)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -326,7 +335,7 @@ class _Table:
         return value
 
     def size(self, key: str, default: int, *, minimum: int = 1) -> int:
-        if key not in self.data:
+        if self._absent(key):
             return default
         value = self._raw(key)
         parsed: int | None = None
@@ -346,7 +355,7 @@ class _Table:
         return parsed
 
     def duration(self, key: str, default: float, *, minimum: float = 0.0) -> float:
-        if key not in self.data:
+        if self._absent(key):
             return default
         value = self._raw(key)
         parsed: float | None = None
@@ -367,7 +376,7 @@ class _Table:
         return parsed
 
     def choice(self, key: str, enum: type[T], default: T) -> T:
-        if key not in self.data:
+        if self._absent(key):
             return default
         value = self._raw(key)
         allowed = [m.value for m in enum]  # type: ignore[attr-defined]
@@ -380,7 +389,7 @@ class _Table:
         return default
 
     def string_list(self, key: str) -> list[str]:
-        if key not in self.data:
+        if self._absent(key):
             return []
         value = self._raw(key)
         if isinstance(value, str):
@@ -391,7 +400,7 @@ class _Table:
         return []
 
     def string_map(self, key: str) -> dict[str, str]:
-        if key not in self.data:
+        if self._absent(key):
             return {}
         value = self._raw(key)
         if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
@@ -402,7 +411,7 @@ class _Table:
     def finish(self, allowed_extra: tuple[str, ...] = ()) -> None:
         for key in self.data:
             if key not in self.used and key not in allowed_extra:
-                hint = _closest(key, self.used | set(allowed_extra))
+                hint = _closest(key, self.known | self.used | set(allowed_extra))
                 suffix = f" (did you mean {hint!r}?)" if hint else ""
                 self.problem(key, f"unknown setting{suffix}")
 
@@ -427,7 +436,7 @@ def _describe(value: Any) -> str:
 
 def _read_input(name: str, table: _Table) -> InputSettings:
     api_key = table.string("api_key", required=True) or ""
-    api_secret = table.string("api_secret", required=True) or ""
+    api_secret = table.string("api_secret", required=True, secret=True) or ""
     app_name = table.string("app_name", name) or name
     if not app_name.strip():
         table.problem("app_name", "must not be empty")
@@ -438,7 +447,7 @@ def _read_input(name: str, table: _Table) -> InputSettings:
 
 
 def _secret(table: _Table, key: str) -> Secret | None:
-    value = table.optional_string(key)
+    value = table.optional_string(key, secret=True)
     return Secret(value) if value else None
 
 

@@ -21,6 +21,7 @@ import uvicorn
 
 from s3forward.api.app import IngestApp
 from s3forward.api.server import make_uvicorn_server
+from s3forward.api.status_page import status_routes
 from s3forward.clock import Clock, SystemClock
 from s3forward.config import Config
 from s3forward.delivery import Delivery
@@ -29,6 +30,7 @@ from s3forward.metrics import Metrics
 from s3forward.sinks import make_sink
 from s3forward.sinks.base import Sink
 from s3forward.spool.sqlite import SqliteSpool
+from s3forward.status import History, snapshot
 
 log = structlog.get_logger("s3forward.service")
 
@@ -135,12 +137,14 @@ class Service:
     async def serve(self) -> None:
         rt = self.runtime
         config = rt.config
+        history = History()
+        routes = {**status_routes(config, lambda: snapshot(rt, history)), **self.extra_routes}
         app = IngestApp(
             config,
             rt.engine,
             rt.metrics,
             readiness=rt.readiness,
-            extra_routes=self.extra_routes,  # type: ignore[arg-type]
+            extra_routes=routes,  # type: ignore[arg-type]
         )
         server = make_uvicorn_server(app, config.server.host, config.server.port)
         self._server = server
@@ -150,7 +154,12 @@ class Service:
                 loop.add_signal_handler(sig, self.request_stop)
         rt.engine.start()
         rt.delivery.start()
+        # In a thread: a slow or unreachable endpoint must not delay start-up.
+        threading.Thread(
+            target=check_at_start, args=(rt,), name="startup-check", daemon=True
+        ).start()
         gauges = asyncio.create_task(self._refresh_gauges())
+        sampler = asyncio.create_task(history.run(rt.metrics.registry))
         try:
             serving = asyncio.create_task(server.serve())
             while not server.started and not serving.done():
@@ -169,6 +178,7 @@ class Service:
             await serving
         finally:
             gauges.cancel()
+            sampler.cancel()
             self.request_stop()
             await asyncio.to_thread(self._shutdown)
 
@@ -193,6 +203,29 @@ class Service:
             open_windows=counts["open_windows"],
             sealed_windows=counts["sealed_windows"],
         )
+
+
+def check_at_start(runtime: Runtime) -> None:
+    """Run `check`'s read-only steps for every connection; mark the failing ones unhealthy.
+
+    A failing connection keeps its data (delivery goes on retrying it); the others are not
+    affected. The verification write is left to the first delivery.
+    """
+    from s3forward.checks import check_connection, first_failure  # noqa: PLC0415 - boto3
+
+    for name, settings in runtime.config.connections.items():
+        try:
+            report = check_connection(settings, write=False)
+        except Exception:  # a check must never take the service down
+            log.exception("start-up check crashed", connection=name)
+            continue
+        failed = first_failure(report)
+        if failed is None:
+            log.info("start-up check passed", connection=name)
+            continue
+        message = f"start-up check: {failed.name}: {failed.message}; fix: {failed.fix}"
+        log.error("connection unhealthy", connection=name, error=message)
+        runtime.delivery.mark_unhealthy(name, message, failed.code or "CheckFailed")
 
 
 def drain(

@@ -200,7 +200,7 @@ class Windower:
                 self.heap_pops += 1
                 continue
             deadline, _ = self.deadline_of(window)
-            if True:
+            if deadline == key:
                 return key
             heapq.heapreplace(heap, (deadline, window_id, group))
             self.heap_pops += 1

@@ -217,11 +217,11 @@ def test_wrong_method_gets_405_with_allow(api_url: str, web_auth: tuple[str, str
     assert response.headers["allow"] == "POST"
 
 
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "image/png"])
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=x", "image/png"])
 def test_non_json_content_type_gets_415(
     api_url: str, intake: RecordingIntake, web_auth: tuple[str, str], content_type: str
 ) -> None:
-    """A form or binary Content-Type is refused with 415."""
+    """A multipart form or binary Content-Type is refused with 415."""
     response = post(
         f"{api_url}/v2/events", make_batch(), web_auth, headers={"Content-Type": content_type}
     )
@@ -229,7 +229,10 @@ def test_non_json_content_type_gets_415(
     assert intake.submitted == []
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/json; charset=utf-8", ""])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/json; charset=utf-8", "", "application/x-www-form-urlencoded"],
+)
 def test_lenient_content_types_are_accepted(
     api_url: str, web_auth: tuple[str, str], content_type: str
 ) -> None:

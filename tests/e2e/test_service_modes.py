@@ -7,9 +7,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from servicekit import API_KEY, API_SECRET, ServiceProcess, bucket_lines, wait_for
-
 import mparticle
+from servicekit import API_KEY, API_SECRET, ServiceProcess, bucket_lines, wait_for
 
 
 def sdk_api(service: ServiceProcess) -> Any:

@@ -7,11 +7,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+import mparticle
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-import mparticle
 from s3forward.mparticle import Limits, new_batch_id, parse_events_request, to_outbound
 
 EXAMPLE = Path("/work/shared/reference/sdk-example-batch.json")

@@ -52,7 +52,11 @@ Readiness = Callable[[], tuple[bool, str]]
 _log = structlog.get_logger("s3forward.api")
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
-_JSON_MEDIA_TYPES = frozenset({b"application/json", b"text/json", b"text/plain"})
+_JSON_MEDIA_TYPES = frozenset(
+    # curl -d sends application/x-www-form-urlencoded unless told otherwise; the body is still
+    # parsed as JSON, so a quick `curl -d @batch.json` works.
+    {b"application/json", b"text/json", b"text/plain", b"application/x-www-form-urlencoded"}
+)
 _UNAUTHENTICATED = "-"
 """The ``input`` label of rejections before an input is known (not a valid input name)."""
 

@@ -16,31 +16,35 @@ with HEAD before the PUT, which is best effort: two writers racing on one key co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import boto3
 from botocore.config import Config as BotocoreConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError,
+    ConnectTimeoutError,
     CredentialRetrievalError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
+    ReadTimeoutError,
 )
 
 from s3forward import __version__
 from s3forward.config import ConnectionSettings, Encryption
+from s3forward.credentials import build_session, sts_client
 from s3forward.errors import KeyTakenError, PermanentSinkError, SinkError, TransientSinkError
 from s3forward.layout import EncodedObject
 from s3forward.sinks.base import SHA256_METADATA, WriteOutcome
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sts import STSClient
 
 DEFAULT_MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT = 10.0
@@ -93,6 +97,11 @@ _PERMANENT_ADVICE: Mapping[str, str] = {
     ),
     "InvalidStorageClass": "the store rejects this storage_class: choose another",
     "RequestTimeTooSkewed": "this machine's clock is wrong by minutes: synchronise it (NTP)",
+    "PutObjectAcl": (
+        "these credentials may write to bucket {bucket} but not set the object's ACL: grant "
+        "s3:PutObjectAcl on arn:aws:s3:::{bucket}/* (role-based mode writes every object with "
+        "ACL bucket-owner-full-control)"
+    ),
     "NoCredentials": (
         "no AWS credentials were found: set access_key_id and secret_access_key, or provide "
         "credentials to the default chain (environment, profile, instance or container role)"
@@ -103,30 +112,23 @@ _PERMANENT_ADVICE: Mapping[str, str] = {
     ),
 }
 
+# Codes whose message may reveal that the KMS key, not S3, refused.
+_KMS_HINT_CODES = frozenset({"AccessDenied", "InvalidArgument", "InvalidRequest"})
+
 # HEAD and some errors carry no body: only the status code tells what happened.
 _STATUS_CODES = {301: "PermanentRedirect", 403: "AccessDenied", 404: "NoSuchKey"}
-
-
-def build_session(settings: ConnectionSettings) -> boto3.Session:
-    """A boto3 session for a connection: its access keys, or the default provider chain.
-
-    The seam for role assumption (``role_arn``/``external_id``): a session whose credentials
-    refresh through STS AssumeRole belongs here, so that ``S3Sink`` stays unchanged.
-    """
-    if settings.access_key_id is not None and settings.secret_access_key is not None:
-        return boto3.Session(
-            aws_access_key_id=settings.access_key_id.reveal(),
-            aws_secret_access_key=settings.secret_access_key.reveal(),
-            region_name=settings.aws_region_endpoint,
-        )
-    return boto3.Session(region_name=settings.aws_region_endpoint)
 
 
 def build_client(
     settings: ConnectionSettings, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS
 ) -> S3Client:
     """An S3 client with bounded timeouts and few retries, for ``settings``."""
-    config = BotocoreConfig(
+    config = _client_config(settings, max_attempts=max_attempts)
+    return build_session(settings).client("s3", endpoint_url=settings.endpoint_url, config=config)
+
+
+def _client_config(settings: ConnectionSettings, *, max_attempts: int) -> BotocoreConfig:
+    return BotocoreConfig(
         region_name=settings.aws_region_endpoint,
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=CONNECT_TIMEOUT,
@@ -135,7 +137,6 @@ def build_client(
         user_agent_extra=f"s3forward/{__version__}",
         s3={"addressing_style": "path"} if settings.force_path_style else None,
     )
-    return build_session(settings).client("s3", endpoint_url=settings.endpoint_url, config=config)
 
 
 def put_object_args(settings: ConnectionSettings, obj: EncodedObject) -> dict[str, Any]:
@@ -275,14 +276,28 @@ def _translate_client_error(exc: ClientError, *, bucket: str, region: str) -> Si
         )
     headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
     actual = headers.get("x-amz-bucket-region")
-    advice_key = "KMS" if code.startswith("KMS.") else code
+    message = str(exc.response.get("Error", {}).get("Message") or "")
+    advice_key = access_problem(code, message)
     if advice_key in _PERMANENT_ADVICE:
         return _permanent(code, bucket=bucket, region=region, actual=actual, advice=advice_key)
-    message = str(exc.response.get("Error", {}).get("Message") or "")
     return PermanentSinkError(
         f"S3 answered {status} {code} for bucket {bucket} in {region}: {message}".rstrip(": "),
         code=code,
     )
+
+
+def access_problem(code: str, message: str) -> str:
+    """Which permission a denial is about: ``KMS``, ``PutObjectAcl``, or ``code`` itself.
+
+    AWS names the missing action in most AccessDenied messages ("... is not authorized to
+    perform: kms:GenerateDataKey ..."); KMS failures also come as ``KMS.*`` codes.
+    """
+    lowered = message.lower()
+    if code.startswith("KMS") or (code in _KMS_HINT_CODES and "kms" in lowered):
+        return "KMS"
+    if code == "AccessDenied" and "putobjectacl" in lowered:
+        return "PutObjectAcl"
+    return code
 
 
 def _permanent(
@@ -296,4 +311,125 @@ def _permanent(
     )
 
 
-__all__ = ["S3Sink", "build_client", "build_session", "put_object_args"]
+# --------------------------------------------------------------------------------------------
+# Probing a connection for `s3forward check`: each call answers a ProbeResult, never raises.
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What one AWS call answered, reduced to what a check needs (no secrets, no botocore).
+
+    ``code`` is AWS's error code (``AccessDenied``, ``NoSuchBucket``...) or one of s3forward's
+    own: ``NoCredentials``, ``CredentialRetrieval``, ``ConnectionFailed``, ``Timeout``,
+    ``Unknown``. ``operation`` names the call that failed, which is ``AssumeRole`` when the
+    role could not be assumed. ``bucket_region`` comes from ``x-amz-bucket-region`` when S3
+    sent it.
+    """
+
+    ok: bool
+    value: Any = None
+    code: str = ""
+    status: int = 0
+    message: str = ""
+    operation: str = ""
+    bucket_region: str | None = None
+
+
+def normalize_location(constraint: str | None) -> str:
+    """GetBucketLocation's answer as a region: empty means us-east-1 and ``EU`` eu-west-1."""
+    if not constraint:
+        return "us-east-1"
+    return "eu-west-1" if constraint == "EU" else constraint
+
+
+class S3Probe:
+    """The calls `s3forward check` makes, with the connection's own session and endpoint."""
+
+    def __init__(self, settings: ConnectionSettings, *, max_attempts: int = 2) -> None:
+        self._settings = settings
+        self._session = build_session(settings)
+        config = _client_config(settings, max_attempts=max_attempts)
+        self._s3: S3Client = self._session.client(
+            "s3", endpoint_url=settings.endpoint_url, config=config
+        )
+        self._sts: STSClient = sts_client(settings, self._session, config=config)
+
+    def close(self) -> None:
+        self._s3.close()
+        self._sts.close()
+
+    def caller_identity(self) -> ProbeResult:
+        """STS GetCallerIdentity: ``value`` is ``{"account": ..., "arn": ...}``."""
+
+        def call() -> dict[str, str]:
+            answer = self._sts.get_caller_identity()
+            return {"account": answer["Account"], "arn": answer["Arn"]}
+
+        return _probe(call)
+
+    def bucket_region(self) -> ProbeResult:
+        """GetBucketLocation: ``value`` is the bucket's region, normalised."""
+
+        def call() -> str:
+            answer = self._s3.get_bucket_location(Bucket=self._settings.s3_bucket_name)
+            return normalize_location(answer.get("LocationConstraint"))
+
+        return _probe(call)
+
+    def list_bucket(self, prefix: str) -> ProbeResult:
+        """ListObjectsV2 for at most one key under ``prefix``."""
+        bucket = self._settings.s3_bucket_name
+        return _probe(lambda: self._s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1))
+
+    def put(self, obj: EncodedObject, *, with_acl: bool = True) -> ProbeResult:
+        """PutObject exactly as ``S3Sink.write`` sends it (optionally without the ACL)."""
+        args = put_object_args(self._settings, obj)
+        if not with_acl:
+            args.pop("ACL", None)
+        return _probe(lambda: self._s3.put_object(**args))
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _probe(call: Callable[[], Any]) -> ProbeResult:
+    try:
+        return ProbeResult(ok=True, value=call())
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        status = _status(exc)
+        code = _code(exc)
+        if not code or code.isdigit():
+            code = _STATUS_CODES.get(status, f"HTTP{status}")
+        return ProbeResult(
+            ok=False,
+            code=code,
+            status=status,
+            message=str(error.get("Message") or ""),
+            operation=exc.operation_name,
+            bucket_region=headers.get("x-amz-bucket-region") or _str_or_none(error.get("Region")),
+        )
+    except (NoCredentialsError, PartialCredentialsError):
+        return ProbeResult(ok=False, code="NoCredentials")
+    except CredentialRetrievalError as exc:
+        return ProbeResult(ok=False, code="CredentialRetrieval", message=str(exc))
+    except (ConnectTimeoutError, ReadTimeoutError) as exc:
+        return ProbeResult(ok=False, code="Timeout", message=str(exc))
+    except (ConnectionError, HTTPClientError) as exc:
+        return ProbeResult(ok=False, code="ConnectionFailed", message=str(exc))
+    except BotoCoreError as exc:
+        return ProbeResult(ok=False, code="Unknown", message=f"{type(exc).__name__}: {exc}")
+
+
+__all__ = [
+    "ProbeResult",
+    "S3Probe",
+    "S3Sink",
+    "access_problem",
+    "build_client",
+    "build_session",
+    "normalize_location",
+    "put_object_args",
+]

@@ -137,6 +137,9 @@ class StoredFile:
     delivered_at: float | None
 
 
+_WINDOW_COLUMNS = (
+    "id, connection, grp, input, opened_at, last_activity, bytes, items, sealed_at, seal_reason"
+)
 _FILE_COLUMNS = (
     "id, connection, window_id, key, sha256, content_type, content_encoding, raw_bytes, "
     "stored_bytes, batches, events, sealed_at, first_received_ms, state, attempts, "
@@ -446,10 +449,9 @@ class SqliteSpool:
         return self._windows(f"sealed_at IS NOT NULL ORDER BY sealed_at, id LIMIT {int(limit)}")
 
     def _windows(self, where: str) -> list[StoredWindow]:
-        rows = self._reader().execute(
-            "SELECT id, connection, grp, input, opened_at, last_activity, bytes, items, "
-            f"sealed_at, seal_reason FROM windows WHERE {where}"  # noqa: S608 - fixed clauses
-        )
+        # ``where`` is one of the fixed clauses above, never user input.
+        query = f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE {where}"  # noqa: S608
+        rows = self._reader().execute(query)
         return [StoredWindow(*row) for row in rows]
 
     def window_items(self, window_id: int) -> list[WindowItem]:

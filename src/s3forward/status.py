@@ -1,0 +1,584 @@
+"""The facts an operator looks at, as plain data: for the status page, ``/status.json`` and
+``s3forward status``.
+
+``snapshot(runtime)`` reads a running service (its metrics registry, delivery health and spool).
+``snapshot_from_spool(config)`` builds the same shape straight from the spool file, read-only,
+for when the server is down (the server holds an exclusive lock on the spool, so the file is
+opened with sqlite3 in read-only mode rather than through ``SqliteSpool``). ``History`` keeps an
+hour of samples of the counters, in memory, for the throughput and freshness charts.
+
+Nothing here returns a secret or an event payload: connection settings are reduced to where the
+data goes (bucket, folder, region, endpoint) and how (authentication mode, batching, compression).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
+
+from s3forward import __version__
+from s3forward.config import Config, ConnectionSettings, Destination
+from s3forward.errors import SpoolUnavailableError
+
+if TYPE_CHECKING:
+    from s3forward.delivery import Health
+    from s3forward.service import Runtime
+
+Snapshot = dict[str, Any]
+
+RECENT_FILES = 20
+"""How many of the last delivered files and of the waiting files a snapshot lists."""
+HISTORY_INTERVAL = 10.0
+HISTORY_SPAN = 3600.0
+
+
+# --------------------------------------------------------------------------------------------
+# Reading counters out of a registry
+
+
+def sample_values(registry: CollectorRegistry, name: str) -> dict[tuple[str, ...], float]:
+    """Every sample called ``name`` in ``registry``, keyed by its label values (in label order)."""
+    found: dict[tuple[str, ...], float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name:
+                found[tuple(sample.labels.values())] = float(sample.value)
+    return found
+
+
+def _by_first_label(values: Mapping[tuple[str, ...], float]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for labels, value in values.items():
+        key = labels[0] if labels else ""
+        totals[key] = totals.get(key, 0.0) + value
+    return totals
+
+
+def _nested(values: Mapping[tuple[str, ...], float]) -> dict[str, dict[str, int]]:
+    """``{(a, b): n}`` -> ``{a: {b: n}}``, dropping zeros."""
+    nested: dict[str, dict[str, int]] = {}
+    for labels, value in values.items():
+        if value and len(labels) >= 2:
+            nested.setdefault(labels[0], {})[labels[1]] = int(value)
+    return nested
+
+
+# --------------------------------------------------------------------------------------------
+# Plain words
+
+
+def ago(seconds: float | None) -> str:
+    """``12s ago``, ``4m ago``, ``3h ago``; ``never`` for None."""
+    if seconds is None:
+        return "never"
+    return f"{duration(seconds)} ago"
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: ``45s``, ``12m``, ``3h 5m``, ``2d 4h``."""
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def describe_health(health: Health, now: float) -> tuple[str, str]:
+    """``(state, message)``: state is ``healthy``, ``retrying`` or ``failing``, message plain words.
+
+    ``retrying`` is a connection whose last attempt failed but which is not yet unhealthy (a
+    transient error younger than ``unhealthy_after``).
+    """
+    if not health.healthy:
+        since = health.failing_since if health.failing_since is not None else now
+        message = f"Failing for {duration(now - since)}: {health.last_error or 'unknown error'}"
+        if health.paused_until is not None and health.paused_until > now:
+            message += f" Data is kept; next try in {duration(health.paused_until - now)}."
+        else:
+            message += " Data is kept in the spool and retried."
+        return "failing", message
+    if health.last_error is not None:
+        return "retrying", f"Retrying after an error: {health.last_error}"
+    if health.last_success_at is None:
+        return "healthy", "No delivery attempted yet."
+    return "healthy", f"Delivering; last file delivered {ago(now - health.last_success_at)}."
+
+
+def describe_destination(c: ConnectionSettings) -> dict[str, Any]:
+    """Where and how a connection writes, with no secret in it."""
+    if c.destination is Destination.LOCALDIR:
+        where = f"file://{c.local_path}"
+    else:
+        folder = c.folder_name.strip("/")
+        where = f"s3://{c.s3_bucket_name}/{folder + '/' if folder else ''}"
+    return {
+        "url": where,
+        "region": c.aws_region_endpoint if c.destination is Destination.S3 else None,
+        "endpoint": c.endpoint_url,
+        "authentication": "role-based" if c.role_based else "user-based",
+        "access_key_id": _mask(c.access_key_id.reveal()) if c.access_key_id else None,
+        "batching": c.batching_mode.value,
+        "compression": c.use_compression,
+        "date_folders": c.store_data_in_folders_by_date.value,
+    }
+
+
+def _mask(value: str) -> str:
+    """Show the last four characters of an identifier, as AWS consoles do."""
+    return "****" + value[-4:] if len(value) > 8 else "****"
+
+
+# --------------------------------------------------------------------------------------------
+# History
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Counter totals at one moment."""
+
+    at: float
+    events_received: float
+    batches_received: float
+    files_delivered: float
+    bytes_delivered: float
+    oldest_undelivered_age: float
+
+
+class History:
+    """The last hour of ``Sample``s, one every ``interval`` seconds, in memory.
+
+    Charts need rates, so each point of ``points()`` is the change between two samples divided
+    by the time between them. Restarting the process starts a new history.
+    """
+
+    def __init__(self, interval: float = HISTORY_INTERVAL, span: float = HISTORY_SPAN) -> None:
+        self.interval = interval
+        self._samples: deque[Sample] = deque(maxlen=int(span / interval) + 1)
+
+    def sample(self, registry: CollectorRegistry, now: float) -> Sample:
+        """Record the registry's totals at ``now`` (seconds since the epoch)."""
+
+        def total(name: str) -> float:
+            return sum(sample_values(registry, name).values())
+
+        ages = sample_values(registry, "s3forward_oldest_undelivered_age_seconds").values()
+        taken = Sample(
+            at=now,
+            events_received=total("s3forward_events_received_total"),
+            batches_received=total("s3forward_batches_received_total"),
+            files_delivered=total("s3forward_files_delivered_total"),
+            bytes_delivered=total("s3forward_bytes_delivered_total"),
+            oldest_undelivered_age=max(ages, default=0.0),
+        )
+        self._samples.append(taken)
+        return taken
+
+    def points(self) -> list[dict[str, float]]:
+        """One point per interval: rates per second since the previous sample, and freshness."""
+        out: list[dict[str, float]] = []
+        previous: Sample | None = None
+        for s in self._samples:
+            if previous is not None and s.at > previous.at:
+                dt = s.at - previous.at
+                out.append(
+                    {
+                        "t": s.at,
+                        "events_per_second": max(0.0, s.events_received - previous.events_received)
+                        / dt,
+                        "batches_per_second": max(
+                            0.0, s.batches_received - previous.batches_received
+                        )
+                        / dt,
+                        "files_delivered": max(0.0, s.files_delivered - previous.files_delivered),
+                        "bytes_per_second": max(0.0, s.bytes_delivered - previous.bytes_delivered)
+                        / dt,
+                        "oldest_undelivered_age_seconds": s.oldest_undelivered_age,
+                    }
+                )
+            previous = s
+        return out
+
+    async def run(self, registry: CollectorRegistry) -> None:
+        """Sample forever, every ``interval`` seconds (cancel the task to stop)."""
+        while True:
+            self.sample(registry, time.time())
+            await asyncio.sleep(self.interval)
+
+
+# --------------------------------------------------------------------------------------------
+# Snapshot of a running service
+
+
+def snapshot(runtime: Runtime, history: History | None = None) -> Snapshot:
+    """The facts about a running service. Reads the spool; call it off the event loop.
+
+    Numbers that ``/metrics`` also shows are read from the same registry, so the two agree.
+    """
+    with open_spool_readonly(runtime.config.spool.path) as reader:
+        return _live_snapshot(runtime, reader, history)
+
+
+def _live_snapshot(rt: Runtime, reader: SpoolReader, history: History | None) -> Snapshot:
+    now = time.time()
+    registry = rt.metrics.registry
+    ready, reason = rt.readiness()
+    health = rt.delivery.health()
+    pending = reader.pending_by_connection()
+    open_counts = rt.engine.open_window_counts()
+    oldest = _by_first_label(sample_values(registry, "s3forward_oldest_undelivered_age_seconds"))
+    delivered = _by_first_label(sample_values(registry, "s3forward_files_delivered_total"))
+    delivered_bytes = _by_first_label(sample_values(registry, "s3forward_bytes_delivered_total"))
+    sealed = _by_first_label(sample_values(registry, "s3forward_files_sealed_total"))
+    retried = _nested(sample_values(registry, "s3forward_file_uploads_retried_total"))
+    failed = _nested(sample_values(registry, "s3forward_file_uploads_failed_total"))
+    filtered = _nested(sample_values(registry, "s3forward_events_filtered_total"))
+    connections = []
+    for name, settings in rt.config.connections.items():
+        h = health.get(name)
+        state, message = describe_health(h, now) if h is not None else ("unknown", "")
+        files, bytes_ = pending.get(name, (0, 0))
+        connections.append(
+            {
+                "name": name,
+                "destination": describe_destination(settings),
+                "state": state,
+                "healthy": state != "failing",
+                "message": message,
+                "last_error": h.last_error if h else None,
+                "last_error_code": h.last_error_code if h else None,
+                "last_success_at": h.last_success_at if h else None,
+                "last_attempt_at": h.last_attempt_at if h else None,
+                "failing_since": h.failing_since if h else None,
+                "open_windows": open_counts.get(name, 0),
+                "pending_files": files,
+                "pending_bytes": bytes_,
+                "oldest_undelivered_age_seconds": oldest.get(name, 0.0),
+                "files_sealed": int(sealed.get(name, 0)),
+                "files_delivered": int(delivered.get(name, 0)),
+                "bytes_delivered": int(delivered_bytes.get(name, 0)),
+                "uploads_retried": retried.get(name, {}),
+                "uploads_failed": failed.get(name, {}),
+                "events_filtered": filtered.get(name, {}),
+            }
+        )
+    return {
+        "source": "server",
+        "version": __version__,
+        "generated_at": now,
+        "started_at": rt.started_at,
+        "uptime_seconds": max(0.0, now - rt.started_at),
+        "ready": ready,
+        "ready_reasons": [] if ready else [reason],
+        "inputs": _inputs(registry, rt.config),
+        "connections": connections,
+        "spool": {
+            "path": str(rt.config.spool.path),
+            "bytes": rt.engine.spool_bytes,
+            "max_bytes": rt.config.spool.max_bytes,
+            **reader.counts(),
+        },
+        "waiting_files": reader.files("pending", RECENT_FILES),
+        "recent_files": reader.files("delivered", RECENT_FILES),
+        "history": {
+            "interval_seconds": history.interval if history else None,
+            "points": history.points() if history else [],
+        },
+    }
+
+
+def _age(since: float | None, now: float) -> float:
+    return max(0.0, now - since) if since is not None else 0.0
+
+
+def _inputs(registry: CollectorRegistry, config: Config) -> list[dict[str, Any]]:
+    batches = _by_first_label(sample_values(registry, "s3forward_batches_received_total"))
+    events = _by_first_label(sample_values(registry, "s3forward_events_received_total"))
+    dedup = _by_first_label(sample_values(registry, "s3forward_batches_deduplicated_total"))
+    rejected = _nested(sample_values(registry, "s3forward_requests_rejected_total"))
+    rows = [
+        {
+            "name": name,
+            "batches_received": int(batches.get(name, 0)),
+            "events_received": int(events.get(name, 0)),
+            "batches_deduplicated": int(dedup.get(name, 0)),
+            "rejected": rejected.get(name, {}),
+        }
+        for name in config.inputs
+    ]
+    if "-" in rejected:  # rejected before an input was known (no or bad credentials)
+        rows.append(
+            {
+                "name": "-",
+                "batches_received": 0,
+                "events_received": 0,
+                "batches_deduplicated": 0,
+                "rejected": rejected["-"],
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the spool
+
+
+_FILE_FIELDS = (
+    "id, connection, key, raw_bytes, stored_bytes, COALESCE(LENGTH(body), 0), batches, events, "
+    "sealed_at, first_received_ms, state, attempts, next_attempt_at, last_error, delivered_at, "
+    "content_type, content_encoding"
+)
+_FILE_KEYS = (
+    "id",
+    "connection",
+    "key",
+    "raw_bytes",
+    "stored_bytes",
+    "body_bytes",
+    "batches",
+    "events",
+    "sealed_at",
+    "first_received_ms",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "delivered_at",
+    "content_type",
+    "content_encoding",
+)
+
+
+class SpoolReader:
+    """Read-only queries on a spool database connection (no payloads unless asked by id)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def files(self, state: str, limit: int) -> list[dict[str, Any]]:
+        """Files in ``state``: pending oldest first, delivered newest first."""
+        order = "delivered_at DESC, id DESC" if state == "delivered" else "id"
+        rows = self.conn.execute(
+            f"SELECT {_FILE_FIELDS} FROM files WHERE state = ? "  # noqa: S608 - fixed clauses
+            f"ORDER BY {order} LIMIT ?",
+            (state, limit),
+        )
+        return [dict(zip(_FILE_KEYS, row, strict=True)) for row in rows]
+
+    def file(self, file_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            f"SELECT {_FILE_FIELDS} FROM files WHERE id = ?",  # noqa: S608 - fixed clauses
+            (file_id,),
+        ).fetchone()
+        return None if row is None else dict(zip(_FILE_KEYS, row, strict=True))
+
+    def body(self, file_id: int) -> bytes | None:
+        row = self.conn.execute("SELECT body FROM files WHERE id = ?", (file_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def pending_ids(self) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM files WHERE state = 'pending'")]
+
+    def pending_by_connection(self) -> dict[str, tuple[int, int]]:
+        """Per connection: (undelivered files, their stored bytes)."""
+        rows = self.conn.execute(
+            "SELECT connection, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM files "
+            "WHERE state = 'pending' GROUP BY connection"
+        )
+        return {name: (int(n), int(b)) for name, n, b in rows}
+
+    def open_windows_by_connection(self) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT connection, COUNT(*) FROM windows WHERE sealed_at IS NULL GROUP BY connection"
+        )
+        return {name: int(n) for name, n in rows}
+
+    def oldest_pending(self) -> dict[str, float]:
+        """Per connection: when (s) the oldest batch in a waiting file was received."""
+        rows = self.conn.execute(
+            "SELECT connection, MIN(first_received_ms) / 1000.0 FROM files "
+            "WHERE state = 'pending' GROUP BY connection"
+        )
+        return {name: float(t) for name, t in rows}
+
+    def last_errors(self) -> dict[str, tuple[str, int]]:
+        """Per connection: the error of its most recently failed waiting file, and attempts."""
+        rows = self.conn.execute(
+            "SELECT connection, last_error, attempts FROM files WHERE state = 'pending' "
+            "AND last_error IS NOT NULL ORDER BY next_attempt_at"
+        )
+        return {name: (error, int(attempts)) for name, error, attempts in rows}
+
+    def stored_bytes(self) -> int:
+        batches = self.conn.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM batches")
+        files = self.conn.execute(
+            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM files WHERE state = 'pending'"
+        )
+        return int(batches.fetchone()[0]) + int(files.fetchone()[0])
+
+    def counts(self) -> dict[str, int]:
+        open_w, sealed_w = self.conn.execute(
+            "SELECT COALESCE(SUM(sealed_at IS NULL), 0), COALESCE(SUM(sealed_at IS NOT NULL), 0) "
+            "FROM windows"
+        ).fetchone()
+        pending, delivered = self.conn.execute(
+            "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'delivered'), 0) "
+            "FROM files"
+        ).fetchone()
+        return {
+            "open_windows": int(open_w),
+            "sealed_windows": int(sealed_w),
+            "pending_files": int(pending),
+            "delivered_files": int(delivered),
+        }
+
+
+@contextmanager
+def open_spool_readonly(path: Path) -> Iterator[SpoolReader]:
+    """The spool at ``path`` opened read-only with sqlite3 (works while a server holds it)."""
+    if not path.exists():
+        raise SpoolUnavailableError(f"there is no spool at {path}")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise SpoolUnavailableError(f"cannot open the spool {path}: {exc}") from None
+    with closing(conn):
+        conn.execute("PRAGMA busy_timeout = 10000")
+        try:
+            yield SpoolReader(conn)
+        except sqlite3.Error as exc:
+            raise SpoolUnavailableError(f"cannot read the spool {path}: {exc}") from None
+
+
+def snapshot_from_spool(config: Config) -> Snapshot:
+    """The facts, as far as the spool file knows them, for when the server is not running.
+
+    Counters and delivery health live in the server's memory, so they are absent; a
+    connection's last error is the one recorded on its waiting files.
+    """
+    now = time.time()
+    with open_spool_readonly(config.spool.path) as reader:
+        pending = reader.pending_by_connection()
+        open_counts = reader.open_windows_by_connection()
+        oldest = reader.oldest_pending()
+        errors = reader.last_errors()
+        connections = []
+        for name, settings in config.connections.items():
+            files, bytes_ = pending.get(name, (0, 0))
+            error = errors.get(name)
+            message = (
+                f"Server not running. Last error on a waiting file "
+                f"(after {error[1]} attempts): {error[0]}"
+                if error
+                else "Server not running; no delivery error recorded on waiting files."
+            )
+            connections.append(
+                {
+                    "name": name,
+                    "destination": describe_destination(settings),
+                    "state": "failing" if error else "unknown",
+                    "healthy": error is None,
+                    "message": message,
+                    "last_error": error[0] if error else None,
+                    "open_windows": open_counts.get(name, 0),
+                    "pending_files": files,
+                    "pending_bytes": bytes_,
+                    "oldest_undelivered_age_seconds": _age(oldest.get(name), now),
+                }
+            )
+        return {
+            "source": "spool",
+            "version": __version__,
+            "generated_at": now,
+            "ready": False,
+            "ready_reasons": ["the server is not running (read from the spool file)"],
+            "inputs": [],
+            "connections": connections,
+            "spool": {
+                "path": str(config.spool.path),
+                "bytes": reader.stored_bytes(),
+                "max_bytes": config.spool.max_bytes,
+                **reader.counts(),
+            },
+            "waiting_files": reader.files("pending", RECENT_FILES),
+            "recent_files": reader.files("delivered", RECENT_FILES),
+            "history": {"interval_seconds": None, "points": []},
+        }
+
+
+def plain_lines(snap: Snapshot) -> Iterable[str]:
+    """``snap`` as lines of text for a terminal."""
+    now = float(snap["generated_at"])
+    source = "running server" if snap["source"] == "server" else "spool file (server down)"
+    yield f"s3forward {snap['version']} - from the {source}"
+    if snap["ready"]:
+        yield "ready: yes"
+    else:
+        yield "ready: NO - " + "; ".join(snap["ready_reasons"])
+    spool = snap["spool"]
+    yield (
+        f"spool: {spool['path']}  {_size(spool['bytes'])} of {_size(spool['max_bytes'])}  "
+        f"open windows {spool['open_windows']}  sealed windows {spool['sealed_windows']}  "
+        f"files waiting {spool['pending_files']}"
+    )
+    yield ""
+    for c in snap["connections"]:
+        yield f"connection {c['name']} -> {c['destination']['url']}  [{c['state'].upper()}]"
+        yield f"  {c['message']}"
+        line = (
+            f"  waiting: {c['pending_files']} files ({_size(c['pending_bytes'])}), "
+            f"open windows {c['open_windows']}, oldest undelivered "
+            f"{duration(c['oldest_undelivered_age_seconds'])}"
+        )
+        if "files_delivered" in c:
+            line += f", delivered {c['files_delivered']} files ({_size(c['bytes_delivered'])})"
+        yield line
+    for i in snap["inputs"]:
+        rejected = sum(i["rejected"].values())
+        yield (
+            f"input {i['name']}: {i['batches_received']} batches, {i['events_received']} events, "
+            f"{i['batches_deduplicated']} deduplicated, {rejected} requests rejected"
+        )
+    if snap["recent_files"]:
+        yield ""
+        yield "last files delivered:"
+        for f in snap["recent_files"][:10]:
+            when = ago(now - f["delivered_at"]) if f["delivered_at"] else ""
+            yield f"  {f['key']}  {_size(f['stored_bytes'])}  {when}"
+
+
+def _size(n: float) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+__all__ = [
+    "History",
+    "Sample",
+    "Snapshot",
+    "SpoolReader",
+    "ago",
+    "describe_destination",
+    "describe_health",
+    "duration",
+    "open_spool_readonly",
+    "plain_lines",
+    "sample_values",
+    "snapshot",
+    "snapshot_from_spool",
+]
