@@ -279,9 +279,13 @@ def check(config_path: Path, connection_name: str | None, as_json: bool) -> None
     Writes a small verification object (mParticle_Bucket_Verification_...txt holding {}) with
     the connection's exact options. Exit code 0 only when every checked connection would work.
     """
+    import logging
+
     from s3forward.checks import check_connection, render_text
 
     configure_logging("console", "error")
+    # botocore logs a failed AssumeRole with a traceback; the report already says it plainly.
+    logging.getLogger("botocore.credentials").setLevel(logging.CRITICAL)
     config = _load(config_path)
     names = [_connection(config, connection_name).name] if connection_name else config.connections
     reports = [check_connection(config.connections[name]) for name in names]
@@ -367,6 +371,170 @@ def drain(config_path: Path | None, timeout: float) -> None:
             f"at {config.spool.path} (see `s3forward status`)"
         )
     click.echo("drained: every window sealed and every file delivered", err=True)
+
+
+# ----------------------------------------------------------------------------- status, spool
+
+
+def _fetch_status(url: str, auth: tuple[str, str] | None) -> dict[str, Any] | None:
+    """``/status.json`` of the server at ``url``; None when nothing answers there."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        _fail(f"--url expects http://HOST:PORT, got {url!r}", EXIT_USAGE)
+    request = urllib.request.Request(url.rstrip("/") + "/status.json")  # noqa: S310 - checked
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - http(s) URL
+            data: dict[str, Any] = orjson.loads(response.read())
+            return data
+    except urllib.error.HTTPError as exc:
+        _fail(f"{url} answered HTTP {exc.code} for /status.json")
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+@main.command()
+@config_option
+@click.option("--url", help="Base URL of a running s3forward, e.g. http://127.0.0.1:8080.")
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+def status(config_path: Path | None, url: str | None, as_json: bool) -> None:
+    """Show connections, health, freshness and what is waiting.
+
+    Asks the running server (--url, or the config's listen address); when none answers and a
+    config is known, reads the spool file directly (read-only).
+    """
+    from s3forward.status import plain_lines, snapshot_from_spool
+
+    if url is not None and config_path is not None:
+        _fail("give --url or --config, not both", EXIT_USAGE)
+    config = None if url is not None else _load(config_path)
+    auth = None
+    if config is not None:
+        host = config.server.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        url = f"http://{host}:{config.server.port}"
+        first = next(iter(config.inputs.values()), None)
+        auth = (first.api_key, first.api_secret.reveal()) if first else None
+    assert url is not None
+    snap = _fetch_status(url, auth)
+    if snap is None:
+        if config is None:
+            _fail(f"nothing answers at {url}; use --config FILE to read the spool instead")
+        try:
+            snap = snapshot_from_spool(config)
+        except S3ForwardError as exc:
+            _fail(f"the server at {url} does not answer and {exc}")
+    if as_json:
+        click.echo(orjson.dumps(snap, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for line in plain_lines(snap):
+            click.echo(line)
+
+
+@main.group()
+def spool() -> None:
+    """Inspect or export the undelivered files in the spool (works while the server runs)."""
+
+
+@contextmanager
+def _spool_reader(config_path: Path | None) -> Iterator[Any]:
+    from s3forward.status import open_spool_readonly
+
+    config = _load(config_path)
+    try:
+        with open_spool_readonly(config.spool.path) as reader:
+            yield reader
+    except S3ForwardError as exc:
+        _fail(str(exc))
+
+
+@spool.command("list")
+@config_option
+@click.option("--limit", type=int, default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the files as JSON lines.")
+def spool_list(config_path: Path | None, limit: int, as_json: bool) -> None:
+    """List undelivered files: id, connection, key, bytes, attempts, last error."""
+    with _spool_reader(config_path) as reader:
+        files = reader.files("pending", limit)
+    for f in files:
+        if as_json:
+            click.echo(orjson.dumps(f).decode())
+        else:
+            error = f["last_error"] or "-"
+            click.echo(
+                f"{f['id']}\t{f['connection']}\t{f['key']}\t{f['stored_bytes']}\t"
+                f"{f['attempts']}\t{error}"
+            )
+    if not as_json:
+        click.echo(f"{len(files)} undelivered files", err=True)
+
+
+@spool.command("show")
+@config_option
+@click.argument("file_id", type=int)
+@click.option("--lines", type=int, default=5, show_default=True, help="Lines of content to show.")
+def spool_show(config_path: Path | None, file_id: int, lines: int) -> None:
+    """Show one file's metadata and its first lines (decompressed)."""
+    from s3forward.status import preview
+
+    with _spool_reader(config_path) as reader:
+        meta = reader.file(file_id)
+        body = reader.body(file_id)
+    if meta is None:
+        _fail(f"no file {file_id} in the spool (see `s3forward spool list`)")
+    for name, value in meta.items():
+        click.echo(f"{name}: {value}")
+    if body is None:
+        click.echo("(delivered: its content is no longer in the spool)")
+        return
+    click.echo("---")
+    for line in preview(body, meta["content_encoding"], lines):
+        click.echo(line)
+
+
+@spool.command("export")
+@config_option
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--connection", "connection_name", help="Export only this connection's files.")
+def spool_export(config_path: Path | None, directory: Path, connection_name: str | None) -> None:
+    """Write undelivered files under DIRECTORY as the objects they would be (key = path).
+
+    With several connections, each gets its own sub-directory named after it. The spool is
+    not changed: the files stay pending until delivered or the spool is removed.
+    """
+    from s3forward.status import export_path, write_exported
+
+    config = _load(config_path)
+    if connection_name is not None:
+        _connection(config, connection_name)
+    with _spool_reader(config_path) as reader:
+        ids = reader.pending_ids()
+        metas = [m for m in (reader.file(i) for i in ids) if m is not None]
+        if connection_name is not None:
+            metas = [m for m in metas if m["connection"] == connection_name]
+        several = len({m["connection"] for m in metas}) > 1
+        written = 0
+        with _progress("exporting", len(metas)) as advance:
+            for meta in metas:
+                body = reader.body(meta["id"])
+                if body is None:  # delivered meanwhile
+                    advance(1)
+                    continue
+                try:
+                    path = export_path(
+                        directory, meta["key"], meta["connection"] if several else None
+                    )
+                    write_exported(path, body)
+                except (ValueError, OSError) as exc:
+                    _fail(f"cannot export file {meta['id']}: {exc}")
+                written += 1
+                advance(1)
+    click.echo(f"exported {written} undelivered files to {directory}", err=True)
 
 
 def run() -> None:  # pragma: no cover - console entry point alias

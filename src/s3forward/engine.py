@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import structlog
 
+from s3forward.builder import BuildJob, FileBuilder
 from s3forward.clock import Clock, SystemClock
 from s3forward.config import BatchingMode, Config, ConnectionSettings
 from s3forward.errors import (
@@ -36,16 +37,17 @@ from s3forward.errors import (
     SpoolUnavailableError,
     StoppingError,
 )
-from s3forward.files import BuiltFile, FileItem, build_file
+from s3forward.files import BuiltFile
 from s3forward.intake import SubmitResult
 from s3forward.metrics import Metrics
 from s3forward.mparticle import device_key, ends_session, new_batch_id, session_key
-from s3forward.spool.sqlite import SqliteSpool, StoredWindow
+from s3forward.spool.sqlite import SqliteSpool, StoredWindow, WriteSet
 from s3forward.windows import OpenWindow, Sealed, SealReason, Windower, WindowPolicy
 
 log = structlog.get_logger("s3forward.engine")
 
 _MAX_OPS_PER_COMMIT = 512
+_BUILD_ROUND = 64
 _MAINTENANCE_INTERVAL = 60.0
 _DELIVERED_HISTORY = 1000
 READY_FRACTION = 0.9
@@ -85,6 +87,44 @@ def group_of(batch: dict[str, Any], input_name: str, mode: BatchingMode) -> str:
     return f"{input_name}\x1f{device_key(batch)}"
 
 
+def _wanted_requests(batch: list[_Pending]) -> dict[str, set[str]]:
+    """The source_request_ids of every ingest operation in a commit, per input."""
+    wanted: dict[str, set[str]] = {}
+    for pending in batch:
+        op = pending.op
+        if isinstance(op, _IngestOp):
+            ids = wanted.setdefault(op.input_name, set())
+            ids.update(rid for rid in op.request_ids if rid is not None)
+    return wanted
+
+
+class _IngestOp:
+    """One accepted request's batches, waiting for the writer's next commit."""
+
+    __slots__ = ("batches", "bodies", "engine", "input_name", "received_at", "request_ids")
+
+    def __init__(
+        self,
+        engine: Engine,
+        input_name: str,
+        batches: list[dict[str, Any]],
+        bodies: list[bytes],
+        received_at: float,
+    ) -> None:
+        self.engine = engine
+        self.input_name = input_name
+        self.batches = batches
+        self.bodies = bodies
+        self.received_at = received_at
+        self.request_ids = [
+            rid if isinstance(rid := b.get("source_request_id"), str) and rid else None
+            for b in batches
+        ]
+
+    def __call__(self, conn: sqlite3.Connection, now: float) -> SubmitResult:
+        return self.engine._apply_ingest(self, now)
+
+
 class Engine:
     """Implements ``Intake``: durable acceptance, windowing over time, file building."""
 
@@ -96,6 +136,7 @@ class Engine:
         *,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        build_processes: int = 0,
     ) -> None:
         self.config = config
         self.spool = spool
@@ -110,12 +151,15 @@ class Engine:
         self._building_lock = threading.Lock()
         self._file_listeners: list[Callable[[str], None]] = []
         self._after_commit: list[Callable[[], None]] = []
+        self._writes = WriteSet()
+        self._next_batch_ref = 0
         self._spool_bytes = 0
         self._last_error: str | None = None
         self._last_maintenance = 0.0
         self._connections: dict[str, _ConnectionState] = {}
         self._next_window_id = 0
         self._writer: threading.Thread | None = None
+        self._file_builder = FileBuilder(spool.path, processes=build_processes)
         self._writer_done = False
         self._builder: threading.Thread | None = None
         self._load_state()
@@ -124,6 +168,7 @@ class Engine:
 
     def _load_state(self) -> None:
         self._next_window_id = self.spool.max_window_id()
+        self._next_batch_ref = self.spool.max_batch_ref()
         self._connections = {
             name: _ConnectionState(
                 settings=settings,
@@ -147,7 +192,7 @@ class Engine:
                     items=stored.items,
                 )
             )
-            state.next_seq[stored.window_id] = stored.items
+            state.next_seq[stored.window_id] = stored.next_seq
             state.window_input[stored.window_id] = stored.input
         self._spool_bytes = self.spool.stored_bytes()
         self._update_gauges()
@@ -180,6 +225,7 @@ class Engine:
         self._build_wanted.set()
         if self._builder is not None:
             self._builder.join(timeout)
+        self._file_builder.close()
         self._queue.put(None)
         if self._writer is not None:
             self._writer.join(timeout)
@@ -247,41 +293,37 @@ class Engine:
         bodies: list[bytes],
         received_at: float,
     ) -> Op:
-        def apply(conn: sqlite3.Connection, now: float) -> SubmitResult:
-            incoming = sum(len(b) for b in bodies)
-            cap = self.config.spool.max_bytes
-            if self._spool_bytes + incoming > cap:
-                raise SpoolFullError(
-                    f"the spool is full ({self._spool_bytes} of {cap} bytes); "
-                    "delivery is behind, retry later",
-                    retry_after=self.config.spool.retry_after,
-                )
-            received_ms = int(received_at * 1000)
-            connections = [
-                self._connections[c.name] for c in self.config.connections_for_input(input_name)
-            ]
-            stored = duplicates = 0
-            seen_here: set[str] = set()
-            for batch, body in zip(batches, bodies, strict=True):
-                request_id = batch.get("source_request_id")
-                if isinstance(request_id, str) and request_id:
-                    if request_id in seen_here or self.spool.request_seen(
-                        conn, input_name, request_id
-                    ):
-                        duplicates += 1
-                        continue
-                    seen_here.add(request_id)
-                    self.spool.remember_request(conn, input_name, request_id, now)
-                self._store_batch(conn, now, input_name, batch, body, received_ms, connections)
-                stored += 1
-                self._spool_bytes += len(body)
-            return SubmitResult(stored=stored, duplicates=duplicates)
+        return _IngestOp(self, input_name, batches, bodies, received_at)
 
-        return apply
+    def _apply_ingest(self, op: _IngestOp, now: float) -> SubmitResult:
+        incoming = sum(len(b) for b in op.bodies)
+        cap = self.config.spool.max_bytes
+        if self._spool_bytes + incoming > cap:
+            raise SpoolFullError(
+                f"the spool is full ({self._spool_bytes} of {cap} bytes); "
+                "delivery is behind, retry later",
+                retry_after=self.config.spool.retry_after,
+            )
+        received_ms = int(op.received_at * 1000)
+        connections = [
+            self._connections[c.name] for c in self.config.connections_for_input(op.input_name)
+        ]
+        seen = self._writes.known_requests(op.input_name)
+        stored = duplicates = 0
+        for batch, body, request_id in zip(op.batches, op.bodies, op.request_ids, strict=True):
+            if request_id is not None:
+                if request_id in seen:
+                    duplicates += 1
+                    continue
+                seen.add(request_id)
+                self._writes.requests.append((op.input_name, request_id, now))
+            self._store_batch(now, op.input_name, batch, body, received_ms, connections)
+            stored += 1
+            self._spool_bytes += len(body)
+        return SubmitResult(stored=stored, duplicates=duplicates)
 
     def _store_batch(
         self,
-        conn: sqlite3.Connection,
         now: float,
         input_name: str,
         batch: dict[str, Any],
@@ -300,7 +342,9 @@ class Engine:
             else:
                 plan.append((state, [None]))
         refs = sum(len(indexes) for _, indexes in plan)
-        batch_ref = self.spool.add_batch(conn, input_name, received_ms, batch_id, body, refs)
+        self._next_batch_ref += 1
+        batch_ref = self._next_batch_ref
+        self._writes.batches.append((batch_ref, input_name, received_ms, batch_id, body, refs))
         for state, indexes in plan:
             mode = state.settings.batching_mode
             for index in indexes:
@@ -314,13 +358,12 @@ class Engine:
                     closes = False
                 placement = state.windower.place(group, size, now, ends_session=closes)
                 self._add_item(
-                    conn, state, placement.window_id, group, input_name, now, batch_ref, index, size
+                    state, placement.window_id, group, input_name, now, batch_ref, index, size
                 )
-                self._seal(conn, state, placement.sealed, now)
+                self._seal(state, placement.sealed, now)
 
     def _add_item(
         self,
-        conn: sqlite3.Connection,
         state: _ConnectionState,
         window_id: int,
         group: str,
@@ -331,48 +374,26 @@ class Engine:
         size: int,
     ) -> None:
         if window_id not in state.next_seq:
-            self.spool.open_window(
-                conn,
-                StoredWindow(
-                    window_id=window_id,
-                    connection=state.settings.name,
-                    group=group,
-                    input=input_name,
-                    opened_at=now,
-                    last_activity=now,
-                    bytes=0,
-                    items=0,
-                    sealed_at=None,
-                    seal_reason=None,
-                ),
-            )
+            self._writes.windows.append((window_id, state.settings.name, group, input_name, now))
             state.next_seq[window_id] = 0
             state.window_input[window_id] = input_name
         seq = state.next_seq[window_id]
         state.next_seq[window_id] = seq + 1
-        self.spool.add_item(conn, window_id, seq, batch_ref, event_index, now, size)
+        self._writes.items.append((window_id, seq, batch_ref, event_index, size, now))
 
     def _seal(
         self,
-        conn: sqlite3.Connection,
         state: _ConnectionState,
         sealed: tuple[Sealed, ...] | list[Sealed],
         now: float,
     ) -> None:
+        name = state.settings.name
         for window in sealed:
-            self.spool.seal_window(conn, window.window_id, now, window.reason.value)
+            self._writes.seals.append((now, window.reason.value, window.window_id))
             state.next_seq.pop(window.window_id, None)
             state.window_input.pop(window.window_id, None)
             self._after_commit.append(
-                self.metrics.files_sealed_total.labels(state.settings.name, window.reason.value).inc
-            )
-            log.info(
-                "window sealed",
-                connection=state.settings.name,
-                window_id=window.window_id,
-                reason=window.reason.value,
-                batches=window.items,
-                bytes=window.bytes,
+                self.metrics.files_sealed_total.labels(name, window.reason.value).inc
             )
         if sealed:
             self._after_commit.append(self._build_wanted.set)
@@ -384,7 +405,7 @@ class Engine:
             count = 0
             for state in self._connections.values():
                 sealed = state.windower.seal_all(reason)
-                self._seal(conn, state, sealed, now)
+                self._seal(state, sealed, now)
                 count += len(sealed)
             return count
 
@@ -442,13 +463,15 @@ class Engine:
         bytes_before = self._spool_bytes
         try:
             with self.spool.write("storing accepted batches") as conn:
+                self._writes.load_known_requests(conn, _wanted_requests(batch))
                 for pending in batch:
                     try:
                         results.append((pending, pending.op(conn, now), None))
                     except S3ForwardError as exc:
                         results.append((pending, None, exc))
                 for state in self._connections.values():
-                    self._seal(conn, state, state.windower.due(now), now)
+                    self._seal(state, state.windower.due(now), now)
+                self._writes.flush(conn)
                 self._maintain(conn, now)
         except SpoolUnavailableError as exc:
             self._last_error = str(exc)
@@ -473,6 +496,7 @@ class Engine:
     def _fail_commit(self, batch: list[_Pending], exc: BaseException, bytes_before: int) -> None:
         """Nothing of this commit happened: undo its in-memory effects and tell every caller."""
         self._after_commit = []
+        self._writes = WriteSet()
         self._spool_bytes = bytes_before
         self._reload_windows()
         for pending in batch:
@@ -513,83 +537,91 @@ class Engine:
     def build_sealed(self) -> int:
         """Build and store a file for every sealed window. Returns how many were stored."""
         built = 0
-        while True:
-            windows = self.spool.sealed_windows(limit=256)
+        while not self._stopped.is_set():
+            windows = self.spool.sealed_windows(limit=_BUILD_ROUND)
             with self._building_lock:
                 todo = [w for w in windows if w.window_id not in self._building]
                 self._building.update(w.window_id for w in todo)
             if not todo:
-                return built
+                break
             try:
-                for window in todo:
-                    if self._stopped.is_set():
-                        return built
-                    self._build_one(window)
-                    built += 1
+                built += self._build_round(todo)
             finally:
                 with self._building_lock:
                     self._building.difference_update(w.window_id for w in todo)
+        return built
 
-    def _build_one(self, window: StoredWindow) -> None:
-        state = self._connections.get(window.connection)
-        if state is None:
-            return
-        stored_items = self.spool.window_items(window.window_id)
-        items = [
-            FileItem(
-                batch=orjson.loads(item.body),
-                received_ms=item.received_ms,
-                batch_id=item.batch_id,
-                event_index=item.event_index,
+    def _build_round(self, windows: list[StoredWindow]) -> int:
+        jobs = []
+        for window in windows:
+            state = self._connections.get(window.connection)
+            if state is None:
+                continue  # a connection removed from the config keeps its data on disk
+            app = self.config.inputs.get(window.input)
+            assert window.sealed_at is not None
+            jobs.append(
+                (
+                    window,
+                    BuildJob(
+                        window_id=window.window_id,
+                        settings=state.settings,
+                        app_name=app.app_name if app is not None else window.input,
+                        sealed_at=window.sealed_at,
+                    ),
+                )
             )
-            for item in stored_items
-        ]
-        app_name = (
-            self.config.inputs[window.input].app_name
-            if window.input in self.config.inputs
-            else window.input
-        )
-        assert window.sealed_at is not None
-        built = build_file(
-            items, state.settings, app_name=app_name, sealed_at=window.sealed_at, rng=self.rng
-        )
-        self.run(self._store_file_op(window, built))
+        if not jobs:
+            return 0
+        results = self._file_builder.build([job for _, job in jobs])
+        done = [(window, file) for (window, _), file in zip(jobs, results, strict=True)]
+        self.run(self._store_files_op(done))
+        return sum(1 for _, file in done if file is not None)
 
-    def _store_file_op(self, window: StoredWindow, built: BuiltFile) -> Op:
-        def apply(conn: sqlite3.Connection, now: float) -> int:
-            file_id, released = self.spool.store_file(
-                conn,
-                connection=window.connection,
-                window_id=window.window_id,
-                key=built.obj.key,
-                body=built.obj.body,
-                sha256=built.obj.sha256,
-                content_type=built.obj.content_type,
-                content_encoding=built.obj.content_encoding,
-                raw_bytes=built.raw_bytes,
-                batches=built.batches,
-                events=built.events,
-                sealed_at=window.sealed_at or now,
-                first_received_ms=built.first_received_ms,
-            )
-            self._spool_bytes += len(built.obj.body) - released
-            name = window.connection
-            self._after_commit.append(lambda: self._count_stored(name, built))
-            log.info(
-                "file stored",
-                connection=name,
-                window_id=window.window_id,
-                file_id=file_id,
-                key=built.obj.key,
-                batches=built.batches,
-                events=built.events,
-                bytes=len(built.obj.body),
-            )
-            for listener in self._file_listeners:
-                self._after_commit.append(functools.partial(listener, name))
-            return file_id
+    def _store_files_op(self, done: list[tuple[StoredWindow, BuiltFile | None]]) -> Op:
+        def apply(conn: sqlite3.Connection, now: float) -> None:
+            for window, built in done:
+                if built is None:
+                    self.spool.drop_window(conn, window.window_id)
+                else:
+                    self._store_file(conn, now, window, built)
 
         return apply
+
+    def _store_file(
+        self, conn: sqlite3.Connection, now: float, window: StoredWindow, built: BuiltFile
+    ) -> int:
+        file_id, released = self.spool.store_file(
+            conn,
+            connection=window.connection,
+            window_id=window.window_id,
+            key=built.obj.key,
+            body=built.obj.body,
+            sha256=built.obj.sha256,
+            content_type=built.obj.content_type,
+            content_encoding=built.obj.content_encoding,
+            raw_bytes=built.raw_bytes,
+            batches=built.batches,
+            events=built.events,
+            sealed_at=window.sealed_at or now,
+            first_received_ms=built.first_received_ms,
+        )
+        self._spool_bytes += len(built.obj.body) - released
+        name = window.connection
+        self._after_commit.append(lambda: self._count_stored(name, built))
+        log.info(
+            "file sealed",
+            connection=name,
+            window_id=window.window_id,
+            file_id=file_id,
+            reason=window.seal_reason,
+            key=built.obj.key,
+            batches=built.batches,
+            events=built.events,
+            bytes=len(built.obj.body),
+        )
+        for listener in self._file_listeners:
+            self._after_commit.append(functools.partial(listener, name))
+        return file_id
 
     def _count_stored(self, connection: str, built: BuiltFile) -> None:
         self.metrics.bytes_sealed_total.labels(connection).inc(built.raw_bytes)

@@ -83,13 +83,14 @@ def open_runtime(
     clock: Clock | None = None,
     sinks: dict[str, Sink] | None = None,
     metrics: Metrics | None = None,
+    build_processes: int = 1,
 ) -> Runtime:
     """Open the spool and build the engine and delivery (not started yet)."""
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
     spool = SqliteSpool(config.spool.path)
     try:
-        engine = Engine(config, spool, metrics, clock=clock)
+        engine = Engine(config, spool, metrics, clock=clock, build_processes=build_processes)
         sinks = sinks or {name: make_sink(c) for name, c in config.connections.items()}
         delivery = Delivery(config, engine, sinks, metrics, clock=clock)
     except BaseException:

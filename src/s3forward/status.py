@@ -14,6 +14,8 @@ data goes (bucket, folder, region, endpoint) and how (authentication mode, batch
 from __future__ import annotations
 
 import asyncio
+import gzip
+import os
 import sqlite3
 import time
 from collections import deque
@@ -103,7 +105,8 @@ def describe_health(health: Health, now: float) -> tuple[str, str]:
     """
     if not health.healthy:
         since = health.failing_since if health.failing_since is not None else now
-        message = f"Failing for {duration(now - since)}: {health.last_error or 'unknown error'}"
+        error = (health.last_error or "unknown error").rstrip(".")
+        message = f"Failing for {duration(now - since)}: {error}."
         if health.paused_until is not None and health.paused_until > now:
             message += f" Data is kept; next try in {duration(health.paused_until - now)}."
         else:
@@ -127,7 +130,13 @@ def describe_destination(c: ConnectionSettings) -> dict[str, Any]:
         "url": where,
         "region": c.aws_region_endpoint if c.destination is Destination.S3 else None,
         "endpoint": c.endpoint_url,
-        "authentication": "role-based" if c.role_based else "user-based",
+        "authentication": (
+            None
+            if c.destination is Destination.LOCALDIR
+            else "role-based"
+            if c.role_based
+            else "user-based"
+        ),
         "access_key_id": _mask(c.access_key_id.reveal()) if c.access_key_id else None,
         "batching": c.batching_mode.value,
         "compression": c.use_compression,
@@ -517,6 +526,37 @@ def snapshot_from_spool(config: Config) -> Snapshot:
         }
 
 
+# --------------------------------------------------------------------------------------------
+# Spool files for the CLI
+
+
+def preview(body: bytes, content_encoding: str | None, lines: int) -> list[str]:
+    """The first ``lines`` lines of a file body, decompressed when it is gzipped."""
+    if content_encoding == "gzip" or body[:2] == b"\x1f\x8b":
+        body = gzip.decompress(body)
+    return [line.decode("utf-8", "replace") for line in body.splitlines()[:lines]]
+
+
+def export_path(directory: Path, key: str, prefix: str | None = None) -> Path:
+    """Where the object ``key`` lands under ``directory`` (``prefix/key`` when given).
+
+    Refuses keys that would escape ``directory`` (absolute, or with ``..`` segments).
+    """
+    parts = [p for p in key.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts) or key.startswith("/"):
+        raise ValueError(f"the key {key!r} cannot be written as a path")
+    base = directory / prefix if prefix else directory
+    return base.joinpath(*parts)
+
+
+def write_exported(path: Path, body: bytes) -> None:
+    """Write ``body`` to ``path`` atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(body)
+    os.replace(partial, path)
+
+
 def plain_lines(snap: Snapshot) -> Iterable[str]:
     """``snap`` as lines of text for a terminal."""
     now = float(snap["generated_at"])
@@ -576,9 +616,12 @@ __all__ = [
     "describe_destination",
     "describe_health",
     "duration",
+    "export_path",
     "open_spool_readonly",
     "plain_lines",
+    "preview",
     "sample_values",
     "snapshot",
     "snapshot_from_spool",
+    "write_exported",
 ]

@@ -4,7 +4,8 @@ What lives here, and the states it moves through::
 
     batches   inbound batches as received (orjson bytes), reference-counted by window items
     windows   open -> sealed (sealed_at set) -> gone once its file is stored
-    items     which batch (or which event of a batch) belongs to which window, in arrival order
+    items     which batch (or which event of a batch) belongs to which window, in arrival order;
+              a window's size, item count and last activity are derived from its items
     files     pending -> delivered (body dropped, row kept as recent history)
     requests  source_request_id seen per input (the dedup index)
 
@@ -21,7 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from s3forward.errors import SpoolUnavailableError
@@ -41,9 +42,6 @@ CREATE TABLE IF NOT EXISTS windows (
     grp TEXT NOT NULL,
     input TEXT NOT NULL,
     opened_at REAL NOT NULL,
-    last_activity REAL NOT NULL,
-    bytes INTEGER NOT NULL,
-    items INTEGER NOT NULL,
     sealed_at REAL,
     seal_reason TEXT
 );
@@ -53,6 +51,8 @@ CREATE TABLE IF NOT EXISTS items (
     seq INTEGER NOT NULL,
     batch_ref INTEGER NOT NULL,
     event_index INTEGER,
+    size INTEGER NOT NULL,
+    added_at REAL NOT NULL,
     PRIMARY KEY (window_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
@@ -101,8 +101,83 @@ class StoredWindow:
     last_activity: float
     bytes: int
     items: int
+    next_seq: int
     sealed_at: float | None
     seal_reason: str | None
+
+
+@dataclass(slots=True)
+class WriteSet:
+    """Rows gathered during one writer commit, written with one statement per table.
+
+    Batching the inserts keeps the writer's cost per batch low; ``load_known_requests`` reads
+    the dedup index for every request id of the commit in one query per input.
+    """
+
+    requests: list[tuple[str, str, float]] = field(default_factory=list)
+    batches: list[tuple[int, str, int, int, bytes, int]] = field(default_factory=list)
+    windows: list[tuple[int, str, str, str, float]] = field(default_factory=list)
+    items: list[tuple[int, int, int, int | None, int, float]] = field(default_factory=list)
+    seals: list[tuple[float, str, int]] = field(default_factory=list)
+    known: dict[str, set[str]] = field(default_factory=dict)
+
+    def load_known_requests(self, conn: sqlite3.Connection, wanted: dict[str, set[str]]) -> None:
+        for input_name, ids in wanted.items():
+            known = self.known.setdefault(input_name, set())
+            pending = list(ids)
+            for start in range(0, len(pending), 500):
+                chunk = pending[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT request_id FROM requests WHERE input = ? "  # noqa: S608
+                    f"AND request_id IN ({marks})",
+                    [input_name, *chunk],
+                )
+                known.update(row[0] for row in rows)
+
+    def known_requests(self, input_name: str) -> set[str]:
+        """Request ids already accepted for ``input_name`` (loaded, plus this commit's)."""
+        return self.known.setdefault(input_name, set())
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        if self.requests:
+            conn.executemany(
+                "INSERT OR REPLACE INTO requests (input, request_id, seen_at) VALUES (?, ?, ?)",
+                self.requests,
+            )
+        if self.batches:
+            conn.executemany(
+                "INSERT INTO batches (id, input, received_ms, batch_id, body, refs) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                self.batches,
+            )
+        if self.windows:
+            conn.executemany(
+                "INSERT INTO windows (id, connection, grp, input, opened_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                self.windows,
+            )
+        if self.items:
+            conn.executemany(
+                "INSERT INTO items (window_id, seq, batch_ref, event_index, size, added_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                self.items,
+            )
+        if self.seals:
+            conn.executemany(
+                "UPDATE windows SET sealed_at = ?, seal_reason = ? "
+                "WHERE id = ? AND sealed_at IS NULL",
+                self.seals,
+            )
+        self.clear()
+
+    def clear(self) -> None:
+        self.requests.clear()
+        self.batches.clear()
+        self.windows.clear()
+        self.items.clear()
+        self.seals.clear()
+        self.known.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +212,12 @@ class StoredFile:
     delivered_at: float | None
 
 
-_WINDOW_COLUMNS = (
-    "id, connection, grp, input, opened_at, last_activity, bytes, items, sealed_at, seal_reason"
+_WINDOW_QUERY = (
+    "SELECT w.id, w.connection, w.grp, w.input, w.opened_at, "
+    "COALESCE(MAX(i.added_at), w.opened_at), COALESCE(SUM(i.size), 0), COUNT(i.seq), "
+    "COALESCE(MAX(i.seq) + 1, 0), w.sealed_at, w.seal_reason "
+    "FROM windows w LEFT JOIN items i ON i.window_id = w.id WHERE {where} GROUP BY w.id "
+    "ORDER BY {order}"
 )
 _FILE_COLUMNS = (
     "id, connection, window_id, key, sha256, content_type, content_encoding, raw_bytes, "
@@ -154,19 +233,26 @@ def _translate(exc: sqlite3.Error, doing: str) -> SpoolUnavailableError:
     return SpoolUnavailableError(f"the spool cannot be written while {doing}: {message}")
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: Path, *, writer: bool = True) -> sqlite3.Connection:
     """Open the spool database with the pragmas every connection needs."""
-    if readonly:
-        uri = f"file:{path}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
-    else:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 10000")
-    if not readonly:
+    if writer:
         conn.execute("PRAGMA journal_mode = WAL")
         # FULL: every commit is fsync'd, so a 202 sent after commit survives power loss.
         conn.execute("PRAGMA synchronous = FULL")
     return conn
+
+
+def read_window_items(conn: sqlite3.Connection, window_id: int) -> list[WindowItem]:
+    """A window's items in arrival order, each with its stored batch."""
+    rows = conn.execute(
+        "SELECT i.batch_ref, i.event_index, b.input, b.received_ms, b.batch_id, b.body "
+        "FROM items i JOIN batches b ON b.id = i.batch_ref WHERE i.window_id = ? "
+        "ORDER BY i.seq",
+        (window_id,),
+    )
+    return [WindowItem(*row) for row in rows]
 
 
 class SqliteSpool:
@@ -249,86 +335,8 @@ class SqliteSpool:
     # ---------------------------------------------------------------- writes (writer only)
 
     @staticmethod
-    def request_seen(conn: sqlite3.Connection, input_name: str, request_id: str) -> bool:
-        row = conn.execute(
-            "SELECT 1 FROM requests WHERE input = ? AND request_id = ?", (input_name, request_id)
-        ).fetchone()
-        return row is not None
-
-    @staticmethod
-    def remember_request(
-        conn: sqlite3.Connection, input_name: str, request_id: str, now: float
-    ) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO requests (input, request_id, seen_at) VALUES (?, ?, ?)",
-            (input_name, request_id, now),
-        )
-
-    @staticmethod
     def forget_requests_before(conn: sqlite3.Connection, cutoff: float) -> int:
         return conn.execute("DELETE FROM requests WHERE seen_at < ?", (cutoff,)).rowcount
-
-    @staticmethod
-    def add_batch(
-        conn: sqlite3.Connection,
-        input_name: str,
-        received_ms: int,
-        batch_id: int,
-        body: bytes,
-        refs: int,
-    ) -> int:
-        cur = conn.execute(
-            "INSERT INTO batches (input, received_ms, batch_id, body, refs) VALUES (?, ?, ?, ?, ?)",
-            (input_name, received_ms, batch_id, body, refs),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-
-    @staticmethod
-    def open_window(conn: sqlite3.Connection, w: StoredWindow) -> None:
-        conn.execute(
-            "INSERT INTO windows (id, connection, grp, input, opened_at, last_activity, bytes, "
-            "items, sealed_at, seal_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-            (
-                w.window_id,
-                w.connection,
-                w.group,
-                w.input,
-                w.opened_at,
-                w.last_activity,
-                w.bytes,
-                w.items,
-            ),
-        )
-
-    @staticmethod
-    def add_item(
-        conn: sqlite3.Connection,
-        window_id: int,
-        seq: int,
-        batch_ref: int,
-        event_index: int | None,
-        now: float,
-        size: int,
-    ) -> None:
-        conn.execute(
-            "INSERT INTO items (window_id, seq, batch_ref, event_index) VALUES (?, ?, ?, ?)",
-            (window_id, seq, batch_ref, event_index),
-        )
-        conn.execute(
-            "UPDATE windows SET items = items + 1, bytes = bytes + ?, last_activity = ? "
-            "WHERE id = ?",
-            (size, now, window_id),
-        )
-
-    @staticmethod
-    def seal_window(
-        conn: sqlite3.Connection, window_id: int, sealed_at: float, reason: str
-    ) -> None:
-        conn.execute(
-            "UPDATE windows SET sealed_at = ?, seal_reason = ? WHERE id = ? AND sealed_at IS NULL",
-            (sealed_at, reason, window_id),
-        )
 
     @staticmethod
     def store_file(
@@ -400,6 +408,15 @@ class SqliteSpool:
         return cur.lastrowid, released
 
     @staticmethod
+    def drop_window(conn: sqlite3.Connection, window_id: int) -> None:
+        """Forget a sealed window that holds no items (nothing to write)."""
+        conn.execute(
+            "DELETE FROM windows WHERE id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM items WHERE window_id = ?)",
+            (window_id, window_id),
+        )
+
+    @staticmethod
     def mark_delivered(conn: sqlite3.Connection, file_id: int, now: float) -> int:
         """Mark a file delivered and drop its body. Returns the bytes released."""
         row = conn.execute(
@@ -443,25 +460,22 @@ class SqliteSpool:
     # ---------------------------------------------------------------- reads (any thread)
 
     def open_windows(self) -> list[StoredWindow]:
-        return self._windows("sealed_at IS NULL ORDER BY opened_at, id")
+        return self._windows("w.sealed_at IS NULL", "w.opened_at, w.id")
 
     def sealed_windows(self, limit: int = 1000) -> list[StoredWindow]:
-        return self._windows(f"sealed_at IS NOT NULL ORDER BY sealed_at, id LIMIT {int(limit)}")
+        return self._windows("w.sealed_at IS NOT NULL", f"w.sealed_at, w.id LIMIT {int(limit)}")
 
-    def _windows(self, where: str) -> list[StoredWindow]:
-        # ``where`` is one of the fixed clauses above, never user input.
-        query = f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE {where}"  # noqa: S608
-        rows = self._reader().execute(query)
+    def _windows(self, where: str, order: str) -> list[StoredWindow]:
+        # ``where`` and ``order`` are the fixed clauses above, never user input.
+        rows = self._reader().execute(_WINDOW_QUERY.format(where=where, order=order))
         return [StoredWindow(*row) for row in rows]
 
     def window_items(self, window_id: int) -> list[WindowItem]:
-        rows = self._reader().execute(
-            "SELECT i.batch_ref, i.event_index, b.input, b.received_ms, b.batch_id, b.body "
-            "FROM items i JOIN batches b ON b.id = i.batch_ref WHERE i.window_id = ? "
-            "ORDER BY i.seq",
-            (window_id,),
-        )
-        return [WindowItem(*row) for row in rows]
+        return read_window_items(self._reader(), window_id)
+
+    def max_batch_ref(self) -> int:
+        row = self._reader().execute("SELECT MAX(id) FROM batches").fetchone()
+        return int(row[0] or 0)
 
     def max_window_id(self) -> int:
         row = (

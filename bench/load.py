@@ -1,0 +1,363 @@
+"""End-to-end load benchmark: concurrent clients on 127.0.0.1 against a real ``s3forward serve``.
+
+    python bench/load.py [--seconds 10] [--clients 32] [--per-request 10] [--devices 100000]
+
+Starts the service (console script, TOML config, SQLite spool with fsync, a LocalDirSink under
+a temporary folder), then:
+
+1. **max rate**: ``--clients`` connections post generated batches (about 10 events each, mixed
+   types) as fast as the service answers, for ``--seconds``; every 202 is durable.
+2. **half rate**: the same clients paced at half the rate reached, to read the latency a
+   service running below its limit gives.
+3. **open windows**: ``--devices`` distinct devices each send one batch into an hour-long
+   window, and the service's resident memory is read with all of them open.
+
+It prints accepted events/s, batches/s and requests/s, p50/p99 time to 202, bytes and files
+delivered, peak RSS, and the single-core cost of parse + outbound + encode for the same data
+(``bench/core.py``), so the ratio shows how close the service comes to that limit. Traffic goes
+only to 127.0.0.1 and every loop is bounded in time and count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import datagen  # noqa: E402
+
+KEY, SECRET = "bench-key", "bench-secret"
+MAX_REQUESTS_PER_CLIENT = 2_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config_text(port: int, workdir: Path, batch_window: str) -> str:
+    return f"""
+[server]
+listen = "127.0.0.1:{port}"
+
+[spool]
+path = "{workdir}/spool/spool.db"
+max_bytes = "8GiB"
+
+[inputs.bench]
+api_key = "{KEY}"
+api_secret = "{SECRET}"
+app_name = "Bench"
+
+[connections.local]
+inputs = ["bench"]
+destination = "localdir"
+local_path = "{workdir}/bucket"
+store_data_in_folders_by_date = "upload_time"
+use_compression = true
+batch_window = "{batch_window}"
+"""
+
+
+class Service:
+    def __init__(self, workdir: Path, batch_window: str) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        path = workdir / "bench.toml"
+        path.write_text(config_text(self.port, workdir, batch_window))
+        exe = Path(sys.executable).parent / "s3forward"
+        self.log = (workdir / "service.log").open("wb")
+        self.proc = subprocess.Popen(
+            [str(exe), "serve", "--config", str(path), "--log-level", "warning"],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the service did not start; see " + str(workdir / "service.log"))
+
+    def rss(self) -> tuple[int, int]:
+        """(current, peak) resident memory in bytes, from /proc."""
+        values = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                name, amount, _unit = line.split()
+                values[name] = int(amount) * 1024
+        return values["VmRSS:"], values["VmHWM:"]
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    accepted_requests: int = 0
+    accepted_batches: int = 0
+    accepted_events: int = 0
+    other_status: dict[int, int] = field(default_factory=dict)
+
+
+def build_requests(
+    batches: list[dict[str, Any]], per_request: int, port: int
+) -> list[tuple[bytes, int, int]]:
+    """Raw HTTP/1.1 requests: (bytes, batches, events)."""
+    token = base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()
+    out = []
+    path = "/v2/events" if per_request == 1 else "/v2/bulkevents"
+    for group in datagen.chunks(batches, per_request):
+        body = datagen.encode_request(group) if per_request > 1 else datagen.orjson.dumps(group[0])
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Basic {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        events = sum(len(b.get("events") or ()) for b in group)
+        out.append((head + body, len(group), events))
+    return out
+
+
+async def client(
+    port: int,
+    requests: list[tuple[bytes, int, int]],
+    offset: int,
+    stop_at: float,
+    tally: Tally,
+    interval: float | None,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    index = offset
+    next_send = time.perf_counter()
+    try:
+        for _ in range(MAX_REQUESTS_PER_CLIENT):
+            now = time.perf_counter()
+            if now >= stop_at:
+                break
+            if interval is not None:
+                if now < next_send:
+                    await asyncio.sleep(next_send - now)
+                next_send += interval
+            raw, batches, events = requests[index % len(requests)]
+            index += 1
+            started = time.perf_counter()
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            tally.latencies.append(time.perf_counter() - started)
+            if status == 202:
+                tally.accepted_requests += 1
+                tally.accepted_batches += batches
+                tally.accepted_events += events
+            else:
+                tally.other_status[status] = tally.other_status.get(status, 0) + 1
+                await asyncio.sleep(0.01)
+    finally:
+        writer.close()
+
+
+async def run_phase(
+    port: int,
+    requests: list[tuple[bytes, int, int]],
+    clients: int,
+    seconds: float,
+    rate: float | None,
+) -> tuple[Tally, float]:
+    tally = Tally()
+    interval = None if rate is None else clients / rate
+    started = time.perf_counter()
+    stop_at = started + seconds
+    await asyncio.gather(
+        *(client(port, requests, i * 97, stop_at, tally, interval) for i in range(clients))
+    )
+    return tally, time.perf_counter() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def describe(label: str, tally: Tally, elapsed: float) -> dict[str, float]:
+    result = {
+        "events_per_s": tally.accepted_events / elapsed,
+        "batches_per_s": tally.accepted_batches / elapsed,
+        "requests_per_s": tally.accepted_requests / elapsed,
+        "p50_ms": percentile(tally.latencies, 0.50) * 1000,
+        "p99_ms": percentile(tally.latencies, 0.99) * 1000,
+    }
+    print(
+        f"{label:<26} {result['events_per_s']:>10,.0f} events/s  "
+        f"{result['batches_per_s']:>8,.0f} batches/s  {result['requests_per_s']:>7,.0f} req/s  "
+        f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms"
+        + (f"  non-202: {tally.other_status}" if tally.other_status else "")
+    )
+    return result
+
+
+def open_windows_phase(devices: int, workdir: Path) -> tuple[int, int, float]:
+    """RSS with ``devices`` open windows (one batch each, hour-long window)."""
+    service = Service(workdir, batch_window="1h")
+    try:
+        batches = datagen.make_batches(devices, seed=7, events_per_batch=2, devices=devices)
+        requests = build_requests(batches, 50, service.port)
+
+        async def send_all() -> None:
+            queue = list(requests)
+
+            async def worker() -> None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+                while queue:
+                    raw, _, _ = queue.pop()
+                    writer.write(raw)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+                writer.close()
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+
+        asyncio.run(send_all())
+        time.sleep(1.0)
+        open_windows = service.metric("s3forward_windows_open")
+        current, peak = service.rss()
+        return current, peak, open_windows
+    finally:
+        service.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--per-request", type=int, default=10, help="batches per request (1 posts to /v2/events)"
+    )
+    parser.add_argument("--batches", type=int, default=4000, help="distinct batches generated")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=100_000,
+        help="devices with open windows in the memory phase (0 skips it)",
+    )
+    parser.add_argument("--skip-core", action="store_true")
+    args = parser.parse_args(argv)
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    workdir = Path(tempfile.mkdtemp(prefix="s3forward-load-"))
+    try:
+        batches = datagen.make_batches(args.batches, seed=1, devices=max(1, args.batches // 4))
+        mean_events = sum(len(b["events"]) for b in batches) / len(batches)
+        print(
+            f"s3forward load benchmark: {args.clients} clients on 127.0.0.1, "
+            f"{args.per_request} batches/request, {mean_events:.1f} events/batch, "
+            f"{os.cpu_count()} cores, {args.seconds:g} s per phase"
+        )
+        service = Service(workdir / "run", batch_window="5s") if False else None
+        (workdir / "run").mkdir()
+        service = Service(workdir / "run", batch_window="5s")
+        try:
+            requests = build_requests(batches, args.per_request, service.port)
+            tally, elapsed = asyncio.run(
+                run_phase(service.port, requests, args.clients, args.seconds, None)
+            )
+            top = describe("max rate (every 202 fsync'd)", tally, elapsed)
+            half_rate = top["requests_per_s"] / 2
+            tally, elapsed = asyncio.run(
+                run_phase(service.port, requests, args.clients, args.seconds, half_rate)
+            )
+            describe("half rate", tally, elapsed)
+            _, peak_load = service.rss()
+            deadline = time.monotonic() + 60
+            received = service.metric("s3forward_batches_received_total")
+            while time.monotonic() < deadline:
+                sealed_bytes = service.metric("s3forward_bytes_sealed_total")
+                delivered_files = service.metric("s3forward_files_delivered_total")
+                pending = service.metric("s3forward_spool_files")
+                if service.metric("s3forward_windows_open") == 0 and pending == 0:
+                    break
+                time.sleep(1.0)
+            delivered_bytes = service.metric("s3forward_bytes_delivered_total")
+            delivered_files = service.metric("s3forward_files_delivered_total")
+            sealed_bytes = service.metric("s3forward_bytes_sealed_total")
+        finally:
+            service.stop()
+        print(
+            f"{'delivered':<26} {delivered_files:,.0f} files, {sealed_bytes / 1e6:,.1f} MB "
+            f"NDJSON -> {delivered_bytes / 1e6:,.1f} MB gzip, {received:,.0f} batches received"
+        )
+        print(f"{'peak RSS under load':<26} {peak_load / 2**20:,.0f} MiB")
+        if args.devices:
+            current, peak, open_windows = open_windows_phase(args.devices, workdir / "windows")
+            print(
+                f"{'open windows':<26} {open_windows:,.0f} devices holding open windows: "
+                f"RSS {current / 2**20:,.0f} MiB (peak {peak / 2**20:,.0f} MiB)"
+            )
+        if not args.skip_core:
+            import core
+
+            report = core.measure_core(batches[:2000], seconds=1.0, repeats=2)
+            for name, result in report["results"].items():
+                print(
+                    f"{'core: ' + name:<26} {result['batches_per_s'] * mean_events:>10,.0f} "
+                    f"events/s on one core ({result['batches_per_s']:,.0f} batches/s)"
+                )
+            best = max(r["batches_per_s"] for r in report["results"].values()) * mean_events
+            print(
+                f"{'service / core ratio':<26} {top['events_per_s'] / best:.2f} "
+                "(service on 2 cores incl. HTTP, auth, fsync vs. one core of pure pipeline)"
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Building sealed windows into files, in a separate process.
+
+Turning a window's batches into its file (parse the stored JSON, filter, outbound form,
+NDJSON, gzip) is the service's heaviest CPU work after parsing requests. Done in the server's
+process it would compete for the GIL with the HTTP loop and the spool writer; so a worker
+process reads the window's items straight from the spool (SQLite allows readers in other
+processes) and sends back the finished bytes. The engine stores them. Nothing is written by the
+worker, so a crash of either process leaves the spool as it was: the window stays sealed and is
+built again.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import sqlite3
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from s3forward.config import ConnectionSettings
+from s3forward.files import BuiltFile, FileItem, build_file
+from s3forward.spool.sqlite import connect, read_window_items
+
+
+@dataclass(frozen=True, slots=True)
+class BuildJob:
+    """What a worker needs to build one sealed window's file."""
+
+    window_id: int
+    settings: ConnectionSettings
+    app_name: str
+    sealed_at: float
+
+
+_worker_conn: sqlite3.Connection | None = None
+_worker_path: str | None = None
+_worker_rng = random.Random()
+
+
+def _worker_connection(spool_path: str) -> sqlite3.Connection:
+    global _worker_conn, _worker_path  # noqa: PLW0603 - one connection per worker process
+    if _worker_conn is None or _worker_path != spool_path:
+        _worker_conn = connect(Path(spool_path), writer=False)
+        _worker_path = spool_path
+    return _worker_conn
+
+
+def build_window(spool_path: str, job: BuildJob) -> BuiltFile | None:
+    """Build one window's file from the spool. None when the window is gone or empty."""
+    conn = _worker_connection(spool_path)
+    items = [
+        FileItem(
+            batch=orjson.loads(item.body),
+            received_ms=item.received_ms,
+            batch_id=item.batch_id,
+            event_index=item.event_index,
+        )
+        for item in read_window_items(conn, job.window_id)
+    ]
+    if not items:
+        return None
+    return build_file(
+        items, job.settings, app_name=job.app_name, sealed_at=job.sealed_at, rng=_worker_rng
+    )
+
+
+def build_windows(spool_path: str, jobs: list[BuildJob]) -> list[BuiltFile | None]:
+    """Build several windows in one round trip to the worker."""
+    return [build_window(spool_path, job) for job in jobs]
+
+
+class FileBuilder:
+    """Builds files in a worker process (``processes=1``, the default) or in the caller's
+    thread (``processes=0``: tests, and machines that cannot start processes)."""
+
+    def __init__(self, spool_path: Path, *, processes: int = 1) -> None:
+        self.spool_path = str(spool_path)
+        self._executor: Executor | None = None
+        if processes > 0:
+            context = multiprocessing.get_context("spawn")
+            self._executor = ProcessPoolExecutor(max_workers=processes, mp_context=context)
+
+    def build(self, jobs: list[BuildJob]) -> list[BuiltFile | None]:
+        if self._executor is None:
+            return build_windows(self.spool_path, jobs)
+        return self._executor.submit(build_windows, self.spool_path, jobs).result()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
