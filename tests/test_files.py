@@ -166,6 +166,18 @@ def test_event_time_or_upload_time_without_events_uses_upload_time() -> None:
     assert built.obj.key.startswith("2027-01-15/")
 
 
+def test_event_time_comes_from_the_first_batch_only() -> None:
+    """A first batch without events gives no event date, even when a later batch has one."""
+    empty_first = [item({**example(), "events": []}), item()]
+    built = build(empty_first, store_data_in_folders_by_date=DateFolders.EVENT_TIME)
+    assert built.first_event_ms is None
+    assert built.obj.key.startswith("mPTravel_"), "no date folder in event_time mode"
+    fallback = build(
+        empty_first, store_data_in_folders_by_date=DateFolders.EVENT_TIME_OR_UPLOAD_TIME
+    )
+    assert fallback.obj.key.startswith("2027-01-15/"), "the upload date, not the second batch's"
+
+
 def test_empty_window_is_refused() -> None:
     """build_file needs at least one item."""
     with pytest.raises(ValueError, match="at least one batch"):

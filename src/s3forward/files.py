@@ -75,7 +75,9 @@ def build_lines(
                 if id(event) not in kept_ids and isinstance(event, dict):
                     filtered[str(event.get("event_type"))] += 1
         events_kept += len(after)
-        if first_event_ms is None:
+        if not lines:
+            # The seed dates a file by the first event of its first batch, as written; a
+            # first batch without one gives no event date, even if later batches have one.
             first_event_ms = first_event_time_ms(kept)
         outbound = to_outbound(
             kept,
