@@ -15,14 +15,20 @@ import multiprocessing
 import random
 import sqlite3
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from s3forward.config import ConnectionSettings
+from s3forward.errors import S3ForwardError
 from s3forward.files import BuiltFile, FileItem, build_file
 from s3forward.spool.sqlite import connect, read_window_items
+
+
+class BuilderError(S3ForwardError):
+    """Building files failed for a reason outside the data (the worker process died)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +85,24 @@ class FileBuilder:
     def __init__(self, spool_path: Path, *, processes: int = 1) -> None:
         self.spool_path = str(spool_path)
         self._executor: Executor | None = None
+        self._processes = processes
+        self._context = multiprocessing.get_context("spawn")
         if processes > 0:
-            context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(max_workers=processes, mp_context=context)
+            self._executor = ProcessPoolExecutor(max_workers=processes, mp_context=self._context)
 
     def build(self, jobs: list[BuildJob]) -> list[BuiltFile | None]:
         if self._executor is None:
             return build_windows(self.spool_path, jobs)
-        return self._executor.submit(build_windows, self.spool_path, jobs).result()
+        try:
+            return self._executor.submit(build_windows, self.spool_path, jobs).result()
+        except BrokenProcessPool:
+            # The worker died (killed, out of memory): start a new one; the windows are
+            # still sealed in the spool and the caller tries them again.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = ProcessPoolExecutor(
+                max_workers=self._processes, mp_context=self._context
+            )
+            raise BuilderError("the file-building process stopped; restarted it") from None
 
     def close(self) -> None:
         if self._executor is not None:

@@ -531,8 +531,13 @@ class Engine:
             try:
                 self.build_sealed()
             except S3ForwardError as exc:
-                log.error("building files failed", error=str(exc))
-                time.sleep(0.5)
+                log.error("building files failed; will try again", error=str(exc))
+                self._stopped.wait(0.5)
+                self._build_wanted.set()
+            except Exception:  # a bug must not stop file building for good
+                log.exception("building files failed; will try again")
+                self._stopped.wait(1.0)
+                self._build_wanted.set()
 
     def build_sealed(self) -> int:
         """Build and store a file for every sealed window. Returns how many were stored."""
