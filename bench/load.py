@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import datagen  # noqa: E402
+import datagen
 
 KEY, SECRET = "bench-key", "bench-secret"
 MAX_REQUESTS_PER_CLIENT = 2_000_000
@@ -110,7 +110,7 @@ class Service:
             text = r.read().decode()
         total = 0.0
         for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
+            if line.startswith((name + "{", name + " ")):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
@@ -241,6 +241,9 @@ def open_windows_phase(devices: int, workdir: Path) -> tuple[int, int, float]:
     service = Service(workdir, batch_window="1h")
     try:
         batches = datagen.make_batches(devices, seed=7, events_per_batch=2, devices=devices)
+        for index, batch in enumerate(batches):
+            # One batch per device: give each its own device application stamp.
+            batch["mp_deviceid"] = f"00000000-0000-4000-8000-{index:012d}"
         requests = build_requests(batches, 50, service.port)
 
         async def send_all() -> None:
@@ -300,7 +303,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.per_request} batches/request, {mean_events:.1f} events/batch, "
             f"{os.cpu_count()} cores, {args.seconds:g} s per phase"
         )
-        service = Service(workdir / "run", batch_window="5s") if False else None
         (workdir / "run").mkdir()
         service = Service(workdir / "run", batch_window="5s")
         try:

@@ -40,7 +40,7 @@ def run_drain(service: ServiceProcess, *extra: str) -> subprocess.CompletedProce
 def test_drain_delivers_open_windows_of_a_stopped_node(
     start_service: Callable[..., ServiceProcess], s3_client: Any, bucket: str
 ) -> None:
-    """Windows still open at shutdown are sealed and delivered by `drain`, then the spool is empty."""
+    """Windows open at shutdown are sealed and delivered by `drain`; a second drain is a no-op."""
     service = start_service(batch_window="1h")
     for device in range(3):
         assert service.post("/v2/events", batch(device, f"e{device}"))[0] == 202
