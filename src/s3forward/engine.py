@@ -531,6 +531,8 @@ class Engine:
             try:
                 self.build_sealed()
             except S3ForwardError as exc:
+                if self._stopped.is_set():
+                    return  # shutting down: the windows stay sealed for the next start
                 log.error("building files failed; will try again", error=str(exc))
                 self._stopped.wait(0.5)
                 self._build_wanted.set()

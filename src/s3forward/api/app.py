@@ -16,6 +16,7 @@ replace routes with ``extra_routes``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import time
@@ -52,6 +53,15 @@ Readiness = Callable[[], tuple[bool, str]]
 _log = structlog.get_logger("s3forward.api")
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+_REQUEST_PREFIX = os.urandom(6).hex()
+_request_counter = itertools.count(1)
+
+
+def _new_request_id() -> bytes:
+    """Unique per process run, without a system call on the hot path."""
+    return f"{_REQUEST_PREFIX}-{next(_request_counter):x}".encode()
+
+
 _JSON_MEDIA_TYPES = frozenset(
     # curl -d sends application/x-www-form-urlencoded unless told otherwise; the body is still
     # parsed as JSON, so a quick `curl -d @batch.json` works.
@@ -86,9 +96,7 @@ class Request:
         self.receive = receive
         self.input_name: str | None = None
         given = self.headers.get(b"x-request-id")
-        self.request_id = (
-            given if given and _REQUEST_ID.fullmatch(given) else os.urandom(16).hex().encode()
-        )
+        self.request_id = given if given and _REQUEST_ID.fullmatch(given) else _new_request_id()
         self.content_length = _content_length(self.headers)
         # No Content-Length and no chunked encoding means no body at all (RFC 9112 6.3).
         chunked = b"transfer-encoding" in self.headers

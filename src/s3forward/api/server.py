@@ -49,6 +49,7 @@ def make_uvicorn_server(
         lifespan="off",
         access_log=False,
         server_header=False,
+        proxy_headers=False,
         log_config=None,
         log_level=log_level,
         timeout_keep_alive=timeout_keep_alive,
