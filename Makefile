@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint typecheck check bench clean
+.PHONY: setup run test lint typecheck bench bench-load clean
 
 $(BIN)/s3forward: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: setup lint typecheck
 
 bench: setup
 	$(BIN)/python bench/core.py
+
+bench-load: setup
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
