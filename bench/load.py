@@ -158,10 +158,11 @@ async def client(
     stop_at: float,
     tally: Tally,
     interval: float | None,
+    phase: float | None = None,
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     index = offset
-    next_send = time.perf_counter()
+    next_send = time.perf_counter() + (phase or 0.0)
     try:
         for _ in range(MAX_REQUESTS_PER_CLIENT):
             now = time.perf_counter()

@@ -20,10 +20,11 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from s3forward.errors import SpoolUnavailableError
 
@@ -106,6 +107,23 @@ class StoredWindow:
     seal_reason: str | None
 
 
+_MAX_VARIABLES = 30_000
+"""Stay under SQLite's limit of bound parameters per statement (32,766 since 3.32)."""
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``head VALUES (...), (...), ...`` for ``rows``, in as few statements as the limit allows."""
+    if not rows:
+        return
+    width = len(rows[0])
+    per_statement = max(1, _MAX_VARIABLES // width)
+    one = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        values = ",".join([one] * len(chunk))
+        conn.execute(f"{head} VALUES {values}", [v for row in chunk for v in row])
+
+
 @dataclass(slots=True)
 class WriteSet:
     """Rows gathered during one writer commit, written with one statement per table.
@@ -140,35 +158,36 @@ class WriteSet:
         return self.known.setdefault(input_name, set())
 
     def flush(self, conn: sqlite3.Connection) -> None:
-        if self.requests:
-            conn.executemany(
-                "INSERT OR REPLACE INTO requests (input, request_id, seen_at) VALUES (?, ?, ?)",
-                self.requests,
-            )
-        if self.batches:
-            conn.executemany(
-                "INSERT INTO batches (id, input, received_ms, batch_id, body, refs) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                self.batches,
-            )
-        if self.windows:
-            conn.executemany(
-                "INSERT INTO windows (id, connection, grp, input, opened_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                self.windows,
-            )
-        if self.items:
-            conn.executemany(
-                "INSERT INTO items (window_id, seq, batch_ref, event_index, size, added_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                self.items,
-            )
-        if self.seals:
-            conn.executemany(
-                "UPDATE windows SET sealed_at = ?, seal_reason = ? "
-                "WHERE id = ? AND sealed_at IS NULL",
-                self.seals,
-            )
+        # Multi-row statements: the sqlite3 module releases the GIL around every statement
+        # step, and each time the writer must win it back from the HTTP thread. One step per
+        # table instead of one per row keeps commits short when the server is busy.
+        _insert_rows(
+            conn, "INSERT OR REPLACE INTO requests (input, request_id, seen_at)", self.requests
+        )
+        _insert_rows(
+            conn,
+            "INSERT INTO batches (id, input, received_ms, batch_id, body, refs)",
+            self.batches,
+        )
+        _insert_rows(
+            conn, "INSERT INTO windows (id, connection, grp, input, opened_at)", self.windows
+        )
+        _insert_rows(
+            conn,
+            "INSERT INTO items (window_id, seq, batch_ref, event_index, size, added_at)",
+            self.items,
+        )
+        by_reason: dict[tuple[float, str], list[int]] = {}
+        for sealed_at, reason, window_id in self.seals:
+            by_reason.setdefault((sealed_at, reason), []).append(window_id)
+        for (sealed_at, reason), ids in by_reason.items():
+            for start in range(0, len(ids), _MAX_VARIABLES - 2):
+                chunk = ids[start : start + _MAX_VARIABLES - 2]
+                conn.execute(
+                    "UPDATE windows SET sealed_at = ?, seal_reason = ? "  # noqa: S608
+                    f"WHERE sealed_at IS NULL AND id IN ({','.join('?' * len(chunk))})",
+                    [sealed_at, reason, *chunk],
+                )
         self.clear()
 
     def clear(self) -> None:
