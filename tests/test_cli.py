@@ -21,7 +21,7 @@ from s3forward.config import UNSELECTED_MESSAGE
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-SDK_EXAMPLE = Path("/work/shared/reference/sdk-example-batch.json")
+SDK_EXAMPLE = Path(__file__).parent / "fixtures" / "sdk-example-batch.json"
 SECRET_ENV = "TEST_SECRET"
 SECRET = "cli-secret-value-7f3a"
 API_SECRET = "api-secret-value-91c2"

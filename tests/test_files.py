@@ -18,7 +18,7 @@ import pytest
 from s3forward.config import ConnectionSettings, DateFolders
 from s3forward.files import FileItem, build_file, with_new_digits
 
-SDK_EXAMPLE = Path("/work/shared/reference/sdk-example-batch.json")
+SDK_EXAMPLE = Path(__file__).parent / "fixtures" / "sdk-example-batch.json"
 SEALED_AT = datetime(2017, 10, 17, 17, 9, 11, 644493, tzinfo=UTC).timestamp()
 RECEIVED_MS = 1_800_000_000_000  # 2027-01-15 UTC
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from s3forward.policy import bucket_policy, iam_user_policy
 
-SEED = Path("/work/shared/reference/seed-amazon-s3-event-integration.md")
+SEED = Path(__file__).parent / "fixtures" / "seed-amazon-s3-event-integration.md"
 SEED_ROLE = "arn:aws:iam::338661164609:role/Prod-Role-DG12-Default"
 BUCKET = "mp-forwarding-shop"
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"

@@ -37,7 +37,7 @@ from s3forward.sinks.s3 import build_client
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-SDK_EXAMPLE = Path("/work/shared/reference/sdk-example-batch.json")
+SDK_EXAMPLE = Path(__file__).parents[1] / "fixtures" / "sdk-example-batch.json"
 APP = "DemoApp"
 SECRET_ENV = "TEST_SECRET"
 EXAMPLE_EVENT_DATE = "2023-11-14"  # 1700000000000 ms, UTC

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from s3forward.mparticle import Limits, new_batch_id, parse_events_request, to_outbound
 
-EXAMPLE = Path("/work/shared/reference/sdk-example-batch.json")
+EXAMPLE = Path(__file__).parents[1] / "fixtures" / "sdk-example-batch.json"
 ADDED = {"batch_id", "message_id", "message_type", "schema_version", "timestamp_unixtime_ms"}
 CHANGED = {*ADDED, "user_identities", "unique_id"}
 RECEIVED = 1_700_000_123_456

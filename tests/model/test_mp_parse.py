@@ -26,7 +26,7 @@ from s3forward.mparticle import (
 )
 
 LIMITS = Limits()
-EXAMPLE = Path("/work/shared/reference/sdk-example-batch.json")
+EXAMPLE = Path(__file__).parents[1] / "fixtures" / "sdk-example-batch.json"
 
 
 def small_batch(**envelope: Any) -> dict[str, Any]:
