@@ -443,7 +443,7 @@ def spool() -> None:
 
 @contextmanager
 def _spool_reader(config_path: Path | None) -> Iterator[Any]:
-    from s3forward.status import open_spool_readonly
+    from s3forward.spool.sqlite import open_spool_readonly
 
     config = _load(config_path)
     try:

@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
-import sqlite3
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from s3forward import __version__
 from s3forward.config import Config, ConnectionSettings, Destination
-from s3forward.errors import SpoolUnavailableError
+from s3forward.spool.sqlite import SpoolReader, open_spool_readonly
 
 if TYPE_CHECKING:
     from s3forward.delivery import Health
@@ -343,133 +341,6 @@ def _inputs(registry: CollectorRegistry, config: Config) -> list[dict[str, Any]]
 # Reading the spool
 
 
-_FILE_FIELDS = (
-    "id, connection, key, raw_bytes, stored_bytes, COALESCE(LENGTH(body), 0), batches, events, "
-    "sealed_at, first_received_ms, state, attempts, next_attempt_at, last_error, delivered_at, "
-    "content_type, content_encoding"
-)
-_FILE_KEYS = (
-    "id",
-    "connection",
-    "key",
-    "raw_bytes",
-    "stored_bytes",
-    "body_bytes",
-    "batches",
-    "events",
-    "sealed_at",
-    "first_received_ms",
-    "state",
-    "attempts",
-    "next_attempt_at",
-    "last_error",
-    "delivered_at",
-    "content_type",
-    "content_encoding",
-)
-
-
-class SpoolReader:
-    """Read-only queries on a spool database connection (no payloads unless asked by id)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def files(self, state: str, limit: int) -> list[dict[str, Any]]:
-        """Files in ``state``: pending oldest first, delivered newest first."""
-        order = "delivered_at DESC, id DESC" if state == "delivered" else "id"
-        rows = self.conn.execute(
-            f"SELECT {_FILE_FIELDS} FROM files WHERE state = ? "  # noqa: S608 - fixed clauses
-            f"ORDER BY {order} LIMIT ?",
-            (state, limit),
-        )
-        return [dict(zip(_FILE_KEYS, row, strict=True)) for row in rows]
-
-    def file(self, file_id: int) -> dict[str, Any] | None:
-        row = self.conn.execute(
-            f"SELECT {_FILE_FIELDS} FROM files WHERE id = ?",  # noqa: S608 - fixed clauses
-            (file_id,),
-        ).fetchone()
-        return None if row is None else dict(zip(_FILE_KEYS, row, strict=True))
-
-    def body(self, file_id: int) -> bytes | None:
-        row = self.conn.execute("SELECT body FROM files WHERE id = ?", (file_id,)).fetchone()
-        return None if row is None else row[0]
-
-    def pending_ids(self) -> list[int]:
-        return [r[0] for r in self.conn.execute("SELECT id FROM files WHERE state = 'pending'")]
-
-    def pending_by_connection(self) -> dict[str, tuple[int, int]]:
-        """Per connection: (undelivered files, their stored bytes)."""
-        rows = self.conn.execute(
-            "SELECT connection, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM files "
-            "WHERE state = 'pending' GROUP BY connection"
-        )
-        return {name: (int(n), int(b)) for name, n, b in rows}
-
-    def open_windows_by_connection(self) -> dict[str, int]:
-        rows = self.conn.execute(
-            "SELECT connection, COUNT(*) FROM windows WHERE sealed_at IS NULL GROUP BY connection"
-        )
-        return {name: int(n) for name, n in rows}
-
-    def oldest_pending(self) -> dict[str, float]:
-        """Per connection: when (s) the oldest batch in a waiting file was received."""
-        rows = self.conn.execute(
-            "SELECT connection, MIN(first_received_ms) / 1000.0 FROM files "
-            "WHERE state = 'pending' GROUP BY connection"
-        )
-        return {name: float(t) for name, t in rows}
-
-    def last_errors(self) -> dict[str, tuple[str, int]]:
-        """Per connection: the error of its most recently failed waiting file, and attempts."""
-        rows = self.conn.execute(
-            "SELECT connection, last_error, attempts FROM files WHERE state = 'pending' "
-            "AND last_error IS NOT NULL ORDER BY next_attempt_at"
-        )
-        return {name: (error, int(attempts)) for name, error, attempts in rows}
-
-    def stored_bytes(self) -> int:
-        batches = self.conn.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM batches")
-        files = self.conn.execute(
-            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM files WHERE state = 'pending'"
-        )
-        return int(batches.fetchone()[0]) + int(files.fetchone()[0])
-
-    def counts(self) -> dict[str, int]:
-        open_w, sealed_w = self.conn.execute(
-            "SELECT COALESCE(SUM(sealed_at IS NULL), 0), COALESCE(SUM(sealed_at IS NOT NULL), 0) "
-            "FROM windows"
-        ).fetchone()
-        pending, delivered = self.conn.execute(
-            "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'delivered'), 0) "
-            "FROM files"
-        ).fetchone()
-        return {
-            "open_windows": int(open_w),
-            "sealed_windows": int(sealed_w),
-            "pending_files": int(pending),
-            "delivered_files": int(delivered),
-        }
-
-
-@contextmanager
-def open_spool_readonly(path: Path) -> Iterator[SpoolReader]:
-    """The spool at ``path`` opened read-only with sqlite3 (works while a server holds it)."""
-    if not path.exists():
-        raise SpoolUnavailableError(f"there is no spool at {path}")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise SpoolUnavailableError(f"cannot open the spool {path}: {exc}") from None
-    with closing(conn):
-        conn.execute("PRAGMA busy_timeout = 10000")
-        try:
-            yield SpoolReader(conn)
-        except sqlite3.Error as exc:
-            raise SpoolUnavailableError(f"cannot read the spool {path}: {exc}") from None
-
-
 def snapshot_from_spool(config: Config) -> Snapshot:
     """The facts, as far as the spool file knows them, for when the server is not running.
 
@@ -611,13 +482,11 @@ __all__ = [
     "History",
     "Sample",
     "Snapshot",
-    "SpoolReader",
     "ago",
     "describe_destination",
     "describe_health",
     "duration",
     "export_path",
-    "open_spool_readonly",
     "plain_lines",
     "preview",
     "sample_values",

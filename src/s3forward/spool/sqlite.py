@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -547,24 +547,129 @@ class SqliteSpool:
 
     def stored_bytes(self) -> int:
         """Bytes of data held: batch bodies plus undelivered file bodies."""
-        conn = self._reader()
-        batches = conn.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM batches").fetchone()
-        files = conn.execute(
-            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM files WHERE state = ?", (PENDING,)
-        ).fetchone()
-        return int(batches[0]) + int(files[0])
+        return SpoolReader(self._reader()).stored_bytes()
 
     def counts(self) -> dict[str, int]:
-        conn = self._reader()
-        open_w, sealed_w = conn.execute(
+        return SpoolReader(self._reader()).counts()
+
+    def oldest_pending(self) -> dict[str, float]:
+        """Per connection: the earliest first-received time (s) of an undelivered file."""
+        return SpoolReader(self._reader()).oldest_pending()
+
+    def disk_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(OSError):
+                total += os.stat(str(self.path) + suffix).st_size
+        return total
+
+
+# ------------------------------------------------------------------------------ read-only
+
+
+_FILE_FIELDS = (
+    "id, connection, key, raw_bytes, stored_bytes, COALESCE(LENGTH(body), 0), batches, events, "
+    "sealed_at, first_received_ms, state, attempts, next_attempt_at, last_error, delivered_at, "
+    "content_type, content_encoding"
+)
+_FILE_KEYS = (
+    "id",
+    "connection",
+    "key",
+    "raw_bytes",
+    "stored_bytes",
+    "body_bytes",
+    "batches",
+    "events",
+    "sealed_at",
+    "first_received_ms",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "delivered_at",
+    "content_type",
+    "content_encoding",
+)
+
+
+class SpoolReader:
+    """Read-only queries on a spool database connection (no payloads unless asked by id)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def files(self, state: str, limit: int) -> list[dict[str, Any]]:
+        """Files in ``state``: pending oldest first, delivered newest first."""
+        order = "delivered_at DESC, id DESC" if state == "delivered" else "id"
+        rows = self.conn.execute(
+            f"SELECT {_FILE_FIELDS} FROM files WHERE state = ? "  # noqa: S608 - fixed clauses
+            f"ORDER BY {order} LIMIT ?",
+            (state, limit),
+        )
+        return [dict(zip(_FILE_KEYS, row, strict=True)) for row in rows]
+
+    def file(self, file_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            f"SELECT {_FILE_FIELDS} FROM files WHERE id = ?",  # noqa: S608 - fixed clauses
+            (file_id,),
+        ).fetchone()
+        return None if row is None else dict(zip(_FILE_KEYS, row, strict=True))
+
+    def body(self, file_id: int) -> bytes | None:
+        row = self.conn.execute("SELECT body FROM files WHERE id = ?", (file_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def pending_ids(self) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM files WHERE state = 'pending'")]
+
+    def pending_by_connection(self) -> dict[str, tuple[int, int]]:
+        """Per connection: (undelivered files, their stored bytes)."""
+        rows = self.conn.execute(
+            "SELECT connection, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM files "
+            "WHERE state = 'pending' GROUP BY connection"
+        )
+        return {name: (int(n), int(b)) for name, n, b in rows}
+
+    def open_windows_by_connection(self) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT connection, COUNT(*) FROM windows WHERE sealed_at IS NULL GROUP BY connection"
+        )
+        return {name: int(n) for name, n in rows}
+
+    def oldest_pending(self) -> dict[str, float]:
+        """Per connection: when (s) the oldest batch in a waiting file was received."""
+        rows = self.conn.execute(
+            "SELECT connection, MIN(first_received_ms) / 1000.0 FROM files "
+            "WHERE state = 'pending' GROUP BY connection"
+        )
+        return {name: float(t) for name, t in rows}
+
+    def last_errors(self) -> dict[str, tuple[str, int]]:
+        """Per connection: the error of its most recently failed waiting file, and attempts."""
+        rows = self.conn.execute(
+            "SELECT connection, last_error, attempts FROM files WHERE state = 'pending' "
+            "AND last_error IS NOT NULL ORDER BY next_attempt_at"
+        )
+        return {name: (error, int(attempts)) for name, error, attempts in rows}
+
+    def stored_bytes(self) -> int:
+        batches = self.conn.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM batches")
+        files = self.conn.execute(
+            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM files WHERE state = 'pending'"
+        )
+        return int(batches.fetchone()[0]) + int(files.fetchone()[0])
+
+    def counts(self) -> dict[str, int]:
+        open_w, sealed_w = self.conn.execute(
             "SELECT COALESCE(SUM(sealed_at IS NULL), 0), COALESCE(SUM(sealed_at IS NOT NULL), 0) "
             "FROM windows"
         ).fetchone()
-        pending, delivered = conn.execute(
+        pending, delivered = self.conn.execute(
             "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'delivered'), 0) "
             "FROM files"
         ).fetchone()
-        batches = conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+        batches = self.conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
         return {
             "open_windows": int(open_w),
             "sealed_windows": int(sealed_w),
@@ -573,18 +678,19 @@ class SqliteSpool:
             "batches": int(batches),
         }
 
-    def oldest_pending(self) -> dict[str, float]:
-        """Per connection: the earliest first-received time (s) of an undelivered file."""
-        rows = self._reader().execute(
-            "SELECT connection, MIN(first_received_ms) FROM files WHERE state = ? "
-            "GROUP BY connection",
-            (PENDING,),
-        )
-        return {conn: ms / 1000.0 for conn, ms in rows}
 
-    def disk_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal", "-shm"):
-            with suppress(OSError):
-                total += os.stat(str(self.path) + suffix).st_size
-        return total
+@contextmanager
+def open_spool_readonly(path: Path) -> Iterator[SpoolReader]:
+    """The spool at ``path`` opened read-only with sqlite3 (works while a server holds it)."""
+    if not path.exists():
+        raise SpoolUnavailableError(f"there is no spool at {path}")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise SpoolUnavailableError(f"cannot open the spool {path}: {exc}") from None
+    with closing(conn):
+        conn.execute("PRAGMA busy_timeout = 10000")
+        try:
+            yield SpoolReader(conn)
+        except sqlite3.Error as exc:
+            raise SpoolUnavailableError(f"cannot read the spool {path}: {exc}") from None
