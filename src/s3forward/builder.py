@@ -12,8 +12,11 @@ built again.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import sqlite3
+import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -39,6 +42,21 @@ class BuildJob:
     settings: ConnectionSettings
     app_name: str
     sealed_at: float
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: exit when the server process is gone.
+
+    A pool worker blocks on its task queue and would outlive a server killed with SIGKILL
+    (nothing closes the queue), so a daemon thread checks once a second who its parent is.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 _worker_conn: sqlite3.Connection | None = None
@@ -88,7 +106,15 @@ class FileBuilder:
         self._processes = processes
         self._context = multiprocessing.get_context("spawn")
         if processes > 0:
-            self._executor = ProcessPoolExecutor(max_workers=processes, mp_context=self._context)
+            self._executor = self._new_executor()
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self._processes,
+            mp_context=self._context,
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     def build(self, jobs: list[BuildJob]) -> list[BuiltFile | None]:
         if self._executor is None:
@@ -99,9 +125,7 @@ class FileBuilder:
             # The worker died (killed, out of memory): start a new one; the windows are
             # still sealed in the spool and the caller tries them again.
             self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = ProcessPoolExecutor(
-                max_workers=self._processes, mp_context=self._context
-            )
+            self._executor = self._new_executor()
             raise BuilderError("the file-building process stopped; restarted it") from None
 
     def close(self) -> None:

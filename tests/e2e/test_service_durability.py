@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -219,3 +220,23 @@ def test_sigterm_keeps_open_windows_and_a_restart_resumes_their_open_time(
     )
     _, lines = bucket_lines(s3_client, bucket)
     assert len(lines) == 1
+
+
+def children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def test_a_killed_service_leaves_no_worker_process_behind(
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    """After kill -9, the file-building worker notices and exits instead of lingering."""
+    service = start_service()
+    assert service.process is not None
+    assert service.post("/v2/events", batch(1, 1))[0] == 202
+    wait_for(lambda: bool(children_of(service.process.pid)), 10, "the worker process")
+    children = children_of(service.process.pid)
+    service.kill9()
+    wait_for(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 10, "workers to exit")
