@@ -47,7 +47,7 @@ from s3forward.windows import OpenWindow, Sealed, SealReason, Windower, WindowPo
 log = structlog.get_logger("s3forward.engine")
 
 _MAX_OPS_PER_COMMIT = 512
-_BUILD_ROUND = 64
+_BUILD_ROUND = 16
 _MAINTENANCE_INTERVAL = 60.0
 _DELIVERED_HISTORY = 1000
 READY_FRACTION = 0.9
@@ -208,6 +208,7 @@ class Engine:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
+        self.spool.start_checkpoints()
         self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
         self._builder = threading.Thread(target=self._build_loop, name="file-builder", daemon=True)
         self._writer.start()

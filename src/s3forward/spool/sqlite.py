@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_seen ON requests(seen_at);
 """
 
+_WAL_TRUNCATE_BYTES = 256 * 1024 * 1024
 PENDING = "pending"
 DELIVERED = "delivered"
 
@@ -298,10 +299,16 @@ class SqliteSpool:
         try:
             self._writer = connect(path)
             self._writer.executescript(SCHEMA)
+            # Checkpoints (copying the WAL into the database, with its own fsync) run in the
+            # background on their own connection, so that a commit only waits for the WAL.
+            self._writer.execute("PRAGMA wal_autocheckpoint = 0")
+            self._checkpointer_conn = connect(path)
         except sqlite3.Error as exc:
             self._lock_file.close()
             raise _translate(exc, "opening it") from None
         self._local = threading.local()
+        self._closing = threading.Event()
+        self._checkpoint_thread: threading.Thread | None = None
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
 
@@ -343,7 +350,32 @@ class SqliteSpool:
         with suppress(sqlite3.Error):  # SQLite may have rolled back already
             conn.execute("ROLLBACK")
 
+    def checkpoint(self) -> None:
+        """Copy committed WAL frames into the database; truncate a WAL that grew large."""
+        try:
+            self._checkpointer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            wal = Path(f"{self.path}-wal")
+            if wal.exists() and wal.stat().st_size > _WAL_TRUNCATE_BYTES:
+                self._checkpointer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            pass  # busy or failing: the next round tries again; commits are unaffected
+
+    def start_checkpoints(self, interval: float = 0.5) -> None:
+        """Checkpoint in a background thread until ``close``."""
+
+        def run() -> None:
+            while not self._closing.wait(interval):
+                self.checkpoint()
+
+        self._checkpoint_thread = threading.Thread(target=run, name="spool-checkpoint", daemon=True)
+        self._checkpoint_thread.start()
+
     def close(self) -> None:
+        self._closing.set()
+        if self._checkpoint_thread is not None:
+            self._checkpoint_thread.join(5.0)
+        self.checkpoint()
+        self._checkpointer_conn.close()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
