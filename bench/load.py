@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gzip
 import itertools
+import multiprocessing
 import os
 import shutil
 import signal
@@ -43,6 +45,7 @@ import datagen
 
 KEY, SECRET = "bench-key", "bench-secret"
 MAX_REQUESTS_PER_CLIENT = 2_000_000
+CLIENT_PROCESSES = 4
 
 
 def free_port() -> int:
@@ -116,9 +119,16 @@ class Service:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
-    def wait_until_idle(self, timeout: float = 120.0) -> None:
-        """Until every window is sealed, built and delivered (bounded by ``timeout``)."""
+    def wait_until_idle(self, quiet_for: str = "", timeout: float = 120.0) -> None:
+        """Until every window is sealed, built and delivered (bounded by ``timeout``).
+
+        With windows longer than ``timeout`` nothing seals during a run; then it only waits
+        for files already sealed."""
         deadline = time.monotonic() + timeout
+        if quiet_for.endswith(("m", "h")):
+            while time.monotonic() < deadline and self.metric("s3forward_spool_files") > 0:
+                time.sleep(0.5)
+            return
         while time.monotonic() < deadline:
             if (
                 self.metric("s3forward_windows_open") == 0
@@ -126,6 +136,16 @@ class Service:
             ):
                 return
             time.sleep(0.5)
+
+    def drain(self) -> None:
+        """``s3forward drain`` on the stopped service's spool: seal and deliver everything."""
+        exe = Path(sys.executable).parent / "s3forward"
+        subprocess.run(
+            [str(exe), "drain", "--config", str(self.workdir / "bench.toml")],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -164,7 +184,8 @@ class RawRequest:
         serial = next(_serials)
         for index, offset in enumerate(self.id_offsets):
             start = offset + 10
-            data[start : start + 16] = b"%016x" % ((serial << 8) | index)
+            # Unique across client processes too: the pid is in the top bits.
+            data[start : start + 16] = b"%016x" % ((os.getpid() << 40) | (serial << 8) | index)
         return bytes(data)
 
 
@@ -238,21 +259,79 @@ async def client(
         writer.close()
 
 
-async def run_phase(
+async def run_clients(
     port: int,
     requests: list[RawRequest],
     clients: int,
     seconds: float,
     rate: float | None,
-) -> tuple[Tally, float]:
+    first: int = 0,
+) -> Tally:
+    """``clients`` connections in this process; paced ones are spread over each interval,
+    like independent senders, rather than firing together."""
     tally = Tally()
     interval = None if rate is None else clients / rate
-    started = time.perf_counter()
-    stop_at = started + seconds
+    stop_at = time.perf_counter() + seconds
     await asyncio.gather(
-        *(client(port, requests, i * 97, stop_at, tally, interval) for i in range(clients))
+        *(
+            client(
+                port,
+                requests,
+                (first + i) * 97,
+                stop_at,
+                tally,
+                interval,
+                None if interval is None else interval * i / clients,
+            )
+            for i in range(clients)
+        )
     )
-    return tally, time.perf_counter() - started
+    return tally
+
+
+def _client_process(args: tuple[int, list[RawRequest], int, float, float | None, int]) -> Tally:
+    port, requests, clients, seconds, rate, first = args
+    return asyncio.run(run_clients(port, requests, clients, seconds, rate, first))
+
+
+def run_phase(
+    port: int,
+    requests: list[RawRequest],
+    clients: int,
+    seconds: float,
+    rate: float | None,
+    processes: int = CLIENT_PROCESSES,
+) -> tuple[Tally, float]:
+    """The clients split over ``processes`` processes, so that one client event loop does not
+    add its own queueing to the latencies it measures."""
+    processes = max(1, min(processes, clients))
+    share = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+    jobs = [
+        (port, requests, n, seconds, None if rate is None else rate * n / clients, sum(share[:i]))
+        for i, n in enumerate(share)
+    ]
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        tallies = pool.map(_client_process, jobs)
+    total = Tally()
+    for tally in tallies:
+        total.latencies.extend(tally.latencies)
+        total.accepted_requests += tally.accepted_requests
+        total.accepted_batches += tally.accepted_batches
+        total.accepted_events += tally.accepted_events
+        for status, count in tally.other_status.items():
+            total.other_status[status] = total.other_status.get(status, 0) + count
+    return total, seconds  # every client process sends for exactly ``seconds``
+
+
+def bucket_totals(root: Path) -> tuple[int, int, int]:
+    """(files, bytes as stored, NDJSON lines) under a localdir bucket."""
+    files = stored = lines = 0
+    for path in root.rglob("*.txt*"):
+        data = path.read_bytes()
+        files += 1
+        stored += len(data)
+        lines += (gzip.decompress(data) if path.suffix == ".gz" else data).count(b"\n")
+    return files, stored, lines
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -327,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
         default=100_000,
         help="devices with open windows in the memory phase (0 skips it)",
     )
+    parser.add_argument(
+        "--window", default="10m", help="batch_window of the service (the product default is 10m)"
+    )
     parser.add_argument("--skip-core", action="store_true")
     args = parser.parse_args(argv)
 
@@ -346,37 +428,28 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.per_request} batches/request, {mean_events:.1f} events/batch, "
             f"{os.cpu_count()} cores, {args.seconds:g} s per phase"
         )
-        service = Service(workdir / "run", batch_window="5s")
+        service = Service(workdir / "run", batch_window=args.window)
         try:
             requests = build_requests(batches, args.per_request, service.port)
-            tally, elapsed = asyncio.run(
-                run_phase(service.port, requests, args.clients, args.seconds, None)
-            )
+            tally, elapsed = run_phase(service.port, requests, args.clients, args.seconds, None)
             top = describe("max rate (every 202 fsync'd)", tally, elapsed)
-            half_rate = top["requests_per_s"] / 2
-            service.wait_until_idle()  # the max-rate backlog must not count against the next phase
-            tally, elapsed = asyncio.run(
-                run_phase(service.port, requests, args.clients, args.seconds, half_rate)
+            accepted = tally.accepted_batches
+            service.wait_until_idle(quiet_for=args.window)  # no backlog into the next phase
+            tally, elapsed = run_phase(
+                service.port, requests, args.clients, args.seconds, top["requests_per_s"] / 2
             )
             describe("half rate", tally, elapsed)
+            accepted += tally.accepted_batches
             _, peak_load = service.rss()
-            deadline = time.monotonic() + 60
-            received = service.metric("s3forward_batches_received_total")
-            while time.monotonic() < deadline:
-                sealed_bytes = service.metric("s3forward_bytes_sealed_total")
-                delivered_files = service.metric("s3forward_files_delivered_total")
-                pending = service.metric("s3forward_spool_files")
-                if service.metric("s3forward_windows_open") == 0 and pending == 0:
-                    break
-                time.sleep(1.0)
-            delivered_bytes = service.metric("s3forward_bytes_delivered_total")
-            delivered_files = service.metric("s3forward_files_delivered_total")
-            sealed_bytes = service.metric("s3forward_bytes_sealed_total")
         finally:
             service.stop()
+        started = time.perf_counter()
+        service.drain()
+        files, stored, lines = bucket_totals(workdir / "run" / "bucket")
         print(
-            f"{'delivered':<26} {delivered_files:,.0f} files, {sealed_bytes / 1e6:,.1f} MB "
-            f"NDJSON -> {delivered_bytes / 1e6:,.1f} MB gzip, {received:,.0f} batches received"
+            f"{'delivered (after drain)':<26} {files:,} files, {stored / 1e6:,.1f} MB gzip, "
+            f"{lines:,} batches for {accepted:,} accepted; drain took "
+            f"{time.perf_counter() - started:.1f} s"
         )
         print(f"{'peak RSS under load':<26} {peak_load / 2**20:,.0f} MiB")
         if args.devices:

@@ -41,6 +41,7 @@ from s3forward.files import BuiltFile
 from s3forward.intake import SubmitResult
 from s3forward.metrics import Metrics
 from s3forward.mparticle import device_key, ends_session, new_batch_id, session_key
+from s3forward.mparticle.parse import ValidatedBatches
 from s3forward.spool.sqlite import SqliteSpool, StoredWindow, WriteSet
 from s3forward.windows import OpenWindow, Sealed, SealReason, Windower, WindowPolicy
 
@@ -271,7 +272,10 @@ class Engine:
             raise StoppingError("s3forward is shutting down and takes no new data")
         if input_name not in self.config.inputs:
             raise ValueError(f"unknown input {input_name!r}")
-        bodies = [orjson.dumps(b) for b in batches]
+        if isinstance(batches, ValidatedBatches) and len(batches.encoded) == len(batches):
+            bodies = batches.encoded  # serialised once already, by validation
+        else:
+            bodies = [orjson.dumps(b) for b in batches]
         return self._enqueue(self._ingest_op(input_name, batches, bodies, received_at))
 
     def _enqueue(self, op: Op) -> Future[Any]:

@@ -184,26 +184,41 @@ def _ndjson_items(data: bytes, source: str) -> list[tuple[str, Any]]:
     return items
 
 
-def _validated(items: list[tuple[str, Any]], limits: Limits) -> list[dict[str, Any]]:
+class ValidatedBatches(list[dict[str, Any]]):
+    """Batches that passed validation, with each one's compact JSON in ``encoded``.
+
+    The size check serialises every batch anyway; keeping the bytes saves the spool from
+    serialising it again on the ingest path.
+    """
+
+    encoded: list[bytes]
+
+
+def _validated(items: list[tuple[str, Any]], limits: Limits) -> ValidatedBatches:
     problems: list[Problem] = []
     too_large: list[Problem] = []
+    result = ValidatedBatches()
+    result.encoded = []
     for where, batch in items:
         before = len(problems)
         validate_batch(batch, where, problems)
         if len(problems) == before:
-            size = len(orjson.dumps(batch))
-            if size > limits.max_batch_bytes:
+            encoded = orjson.dumps(batch)
+            if len(encoded) > limits.max_batch_bytes:
                 too_large.append(
                     Problem(
                         where,
-                        f"is {size} bytes; the limit is {limits.max_batch_bytes} bytes per batch",
+                        f"is {len(encoded)} bytes; the limit is {limits.max_batch_bytes} bytes "
+                        "per batch",
                     )
                 )
+            result.append(batch)
+            result.encoded.append(encoded)
     if too_large:
         raise PayloadTooLargeError(too_large)
     if problems:
         raise BatchValidationError(problems)
-    return [batch for _, batch in items]
+    return result
 
 
 # --------------------------------------------------------------------------------------------

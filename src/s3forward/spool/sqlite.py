@@ -360,7 +360,7 @@ class SqliteSpool:
         except sqlite3.Error:
             pass  # busy or failing: the next round tries again; commits are unaffected
 
-    def start_checkpoints(self, interval: float = 0.5) -> None:
+    def start_checkpoints(self, interval: float = 0.1) -> None:
         """Checkpoint in a background thread until ``close``."""
 
         def run() -> None:
