@@ -374,8 +374,7 @@ def open_windows_phase(devices: int, workdir: Path) -> tuple[int, int, float]:
             async def worker() -> None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
                 while queue:
-                    raw, _, _ = queue.pop()
-                    writer.write(raw)
+                    writer.write(queue.pop().fresh())
                     head = await reader.readuntil(b"\r\n\r\n")
                     length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
                     await reader.readexactly(length)

@@ -88,7 +88,7 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_seen ON requests(seen_at);
 """
 
-_WAL_TRUNCATE_BYTES = 256 * 1024 * 1024
+_WAL_RESTART_BYTES = 8 * 1024 * 1024
 PENDING = "pending"
 DELIVERED = "delivered"
 
@@ -351,12 +351,18 @@ class SqliteSpool:
             conn.execute("ROLLBACK")
 
     def checkpoint(self) -> None:
-        """Copy committed WAL frames into the database; truncate a WAL that grew large."""
+        """Copy committed WAL frames into the database, and keep the WAL file small.
+
+        PASSIVE rounds (every 100 ms) never block the writer and keep each flush small. Under
+        steady writes the WAL would still never start over, so once it passes
+        ``_WAL_RESTART_BYTES`` a RESTART round makes the next commit write from its beginning:
+        it waits for the writer only while it copies the little that is left.
+        """
         try:
             self._checkpointer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             wal = Path(f"{self.path}-wal")
-            if wal.exists() and wal.stat().st_size > _WAL_TRUNCATE_BYTES:
-                self._checkpointer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if wal.exists() and wal.stat().st_size > _WAL_RESTART_BYTES:
+                self._checkpointer_conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         except sqlite3.Error:
             pass  # busy or failing: the next round tries again; commits are unaffected
 
