@@ -290,6 +290,3 @@ class Delivery:
             if conn.idle():
                 conn.sink.close()
         return finished
-
-    def pending(self) -> int:
-        return self.engine.spool.counts()["pending_files"]

@@ -17,7 +17,6 @@ sqlite3 errors are translated here into ``SpoolUnavailableError``.
 from __future__ import annotations
 
 import fcntl
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -503,10 +502,6 @@ class SqliteSpool:
         conn.execute("UPDATE files SET key = ? WHERE id = ? AND state = ?", (key, file_id, PENDING))
 
     @staticmethod
-    def note_attempt_started(conn: sqlite3.Connection, file_id: int) -> None:
-        conn.execute("UPDATE files SET attempts = attempts + 1 WHERE id = ?", (file_id,))
-
-    @staticmethod
     def prune_delivered(conn: sqlite3.Connection, keep: int) -> None:
         conn.execute(
             "DELETE FROM files WHERE state = ? AND id NOT IN "
@@ -557,17 +552,6 @@ class SqliteSpool:
         row = self._reader().execute("SELECT body FROM files WHERE id = ?", (file_id,)).fetchone()
         return None if row is None else row[0]
 
-    def get_file(self, file_id: int) -> StoredFile | None:
-        row = (
-            self._reader()
-            .execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?",  # noqa: S608
-                (file_id,),
-            )
-            .fetchone()
-        )
-        return None if row is None else StoredFile(*row)
-
     def files(self, *, state: str | None = None, limit: int = 100) -> list[StoredFile]:
         if state is None:
             rows = self._reader().execute(
@@ -593,13 +577,6 @@ class SqliteSpool:
     def oldest_pending(self) -> dict[str, float]:
         """Per connection: the earliest first-received time (s) of an undelivered file."""
         return SpoolReader(self._reader()).oldest_pending()
-
-    def disk_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal", "-shm"):
-            with suppress(OSError):
-                total += os.stat(str(self.path) + suffix).st_size
-        return total
 
 
 # ------------------------------------------------------------------------------ read-only
