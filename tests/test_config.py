@@ -300,8 +300,14 @@ def test_bad_region_and_bucket_name_are_reported() -> None:
 
 def test_connection_naming_an_unknown_input_is_refused() -> None:
     """A connection that reads an undefined input is an error naming the known inputs."""
-    (found,) = problems(document(inputs=["mobile"]))
-    assert "names unknown input 'mobile' (inputs: web)" in found
+    found = problems(document(inputs=["mobile"]))
+    assert any("names unknown input 'mobile' (inputs: web)" in p for p in found)
+
+
+def test_an_input_no_connection_forwards_is_refused() -> None:
+    """Batches of an input that no connection reads would get a 202 and go nowhere."""
+    found = problems(document(inputs=["mobile"]))
+    assert any("inputs.web: is not forwarded by any connection" in p for p in found), found
 
 
 # ------------------------------------------------------------------------------- units

@@ -277,3 +277,59 @@ def test_spool_errors_never_surface_as_sqlite_exceptions(tmp_path: Path) -> None
     with pytest.raises(SpoolUnavailableError, match="cannot create the spool"):
         SqliteSpool(blocker / "spool.db")
     assert not issubclass(SpoolUnavailableError, sqlite3.Error)
+
+
+def test_a_failing_reload_after_a_failed_commit_keeps_the_writer_alive(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the spool cannot even be read back, writes get 503 until it can, and none hang."""
+    harness.submit(batch("d1", "kept"))
+    pages = harness.spool._writer.execute("PRAGMA page_count").fetchone()[0]
+    harness.spool._writer.execute(f"PRAGMA max_page_count = {pages}")
+    broken = {"reads": True}
+    real_open_windows = harness.spool.open_windows
+
+    def open_windows() -> Any:
+        if broken["reads"]:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_open_windows()
+
+    monkeypatch.setattr(harness.spool, "open_windows", open_windows)
+    big = batch("d2", "lost", user_attributes={"pad": "y" * 200_000})
+    with pytest.raises(SpoolUnavailableError):
+        harness.submit(big)
+    with pytest.raises(SpoolUnavailableError, match="cannot be read back"):
+        harness.submit(batch("d3", "refused"))
+    broken["reads"] = False
+    harness.spool._writer.execute("PRAGMA max_page_count = 1073741823")
+    harness.submit(batch("d4", "later"))
+    harness.tick(601)
+    assert sorted(names(f) for f in harness.files()) == [["kept"], ["later"]]
+
+
+def test_sealed_windows_of_a_removed_connection_do_not_block_the_others(tmp_path: Path) -> None:
+    """After a connection is removed from the config, its sealed windows wait on disk while
+    every other connection's windows are still built."""
+    base = make_config(tmp_path)
+    two = replace(
+        base,
+        connections={
+            "local": base.connections["local"],
+            "gone": replace(base.connections["local"], name="gone"),
+        },
+    )
+    h = Harness(two)
+    h.engine._stopped.set()  # seal without building, as if the service stopped right then
+    h.engine._builder.join(5)  # type: ignore[union-attr]
+    for device in range(20):
+        h.submit(batch(f"d{device}", f"e{device}"))
+    h.engine.seal_all()
+    h.close()
+    again = Harness(base)
+    try:
+        assert again.engine.settle(10)
+        built = [names(f) for f in again.files()]
+        assert len(built) == 20
+        assert len(again.spool.sealed_windows()) == 20, "the removed connection's data is kept"
+    finally:
+        again.close()

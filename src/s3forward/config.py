@@ -713,6 +713,18 @@ def config_from_mapping(
         connections[name] = _read_connection(name, table, set(inputs))
     if not connections:
         problems.append(Problem("connections", "at least one [connections.NAME] table is required"))
+    else:
+        routed = {name for c in connections.values() for name in c.inputs}
+        for name in sorted(set(inputs) - routed):
+            # Accepting batches that no connection forwards would be a 202 for data that
+            # never reaches a bucket.
+            problems.append(
+                Problem(
+                    f"inputs.{name}",
+                    "is not forwarded by any connection; add it to a connection's inputs "
+                    "or remove it",
+                )
+            )
     server = _section(root, "server", _read_server, problems)
     spool = _section(root, "spool", _read_spool, problems)
     delivery = _section(root, "delivery", _read_delivery, problems)

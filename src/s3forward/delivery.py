@@ -95,7 +95,12 @@ class _ConnectionDelivery:
     def run(self) -> None:
         owner = self.owner
         while not owner.stopping.is_set():
-            stored = self.claim()
+            try:
+                stored = self.claim()
+            except Exception:  # the spool could not be read: wait and try again
+                log.exception("claiming files failed", connection=self.name)
+                owner.stopping.wait(1.0)
+                continue
             if stored is None:
                 with self.wake:
                     self.wake.wait(timeout=owner.poll_interval)
@@ -104,6 +109,11 @@ class _ConnectionDelivery:
                 self.deliver(stored)
             except S3ForwardError as exc:  # the spool is unavailable: try again later
                 log.error("delivery bookkeeping failed", connection=self.name, error=str(exc))
+                owner.stopping.wait(1.0)
+            except Exception:  # a bug must not end this worker: the file is retried later
+                log.exception(
+                    "delivery failed unexpectedly", connection=self.name, file_id=stored.file_id
+                )
                 owner.stopping.wait(1.0)
             finally:
                 self.release(stored.file_id)

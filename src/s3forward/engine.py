@@ -162,15 +162,18 @@ class Engine:
         self._writer: threading.Thread | None = None
         self._file_builder = FileBuilder(spool.path, processes=build_processes)
         self._writer_done = False
+        self._needs_reload = False
+        self._enqueue_lock = threading.Lock()
         self._builder: threading.Thread | None = None
         self._load_state()
 
     # ---------------------------------------------------------------- state
 
     def _load_state(self) -> None:
-        self._next_window_id = self.spool.max_window_id()
-        self._next_batch_ref = self.spool.max_batch_ref()
-        self._connections = {
+        """Rebuild the in-memory windows from the spool; all or nothing."""
+        next_window_id = self.spool.max_window_id()
+        next_batch_ref = self.spool.max_batch_ref()
+        connections = {
             name: _ConnectionState(
                 settings=settings,
                 windower=Windower(
@@ -179,10 +182,12 @@ class Engine:
             )
             for name, settings in self.config.connections.items()
         }
+        orphans: set[str] = set()
         for stored in self.spool.open_windows():
-            state = self._connections.get(stored.connection)
+            state = connections.get(stored.connection)
             if state is None:
-                continue  # a connection removed from the config keeps its data on disk
+                orphans.add(stored.connection)  # a removed connection keeps its data on disk
+                continue
             state.windower.restore(
                 OpenWindow(
                     window_id=stored.window_id,
@@ -195,7 +200,18 @@ class Engine:
             )
             state.next_seq[stored.window_id] = stored.next_seq
             state.window_input[stored.window_id] = stored.input
-        self._spool_bytes = self.spool.stored_bytes()
+        spool_bytes = self.spool.stored_bytes()
+        if orphans:
+            log.warning(
+                "the spool holds windows of connections no longer configured; their data is "
+                "kept but not forwarded until they are configured again",
+                connections=sorted(orphans),
+            )
+        self._next_window_id = next_window_id
+        self._next_batch_ref = next_batch_ref
+        self._connections = connections
+        self._spool_bytes = spool_bytes
+        self._needs_reload = False
         self._update_gauges()
 
     def _new_window_id(self) -> int:
@@ -220,18 +236,23 @@ class Engine:
         """Refuse new data from now on (503); work already queued still completes."""
         self._stopping.set()
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Finish queued work, then stop the writer and builder threads."""
+    def close(self, timeout: float = 10.0) -> bool:
+        """Finish queued work, then stop the writer and builder threads.
+
+        Returns whether the writer stopped; if not, the spool must not be closed under it.
+        """
         self._stopping.set()
         self._stopped.set()
         self._build_wanted.set()
         if self._builder is not None:
             self._builder.join(timeout)
         self._file_builder.close()
-        self._queue.put(None)
+        with self._enqueue_lock:
+            self._writer_done = True  # nothing may queue behind the stop marker
+            self._queue.put(None)
         if self._writer is not None:
             self._writer.join(timeout)
-        self._writer_done = True
+        return self._writer is None or not self._writer.is_alive()
 
     # ---------------------------------------------------------------- Intake
 
@@ -279,10 +300,11 @@ class Engine:
         return self._enqueue(self._ingest_op(input_name, batches, bodies, received_at))
 
     def _enqueue(self, op: Op) -> Future[Any]:
-        if self._writer_done:
-            raise StoppingError("the spool writer has stopped")
         future: Future[Any] = Future()
-        self._queue.put(_Pending(op, future))
+        with self._enqueue_lock:
+            if self._writer_done:
+                raise StoppingError("the spool writer has stopped")
+            self._queue.put(_Pending(op, future))
         return future
 
     def run(self, op: Op) -> Any:
@@ -439,7 +461,25 @@ class Engine:
                     self._queue.put(None)  # handle the stop after this commit
                     break
                 batch.append(item)
+            self._commit_safely(batch)
+
+    def _commit_safely(self, batch: list[_Pending]) -> None:
+        """Commit, and whatever happens, answer every caller and keep the writer alive."""
+        try:
+            if self._needs_reload:
+                self._reload_windows()
+            if self._needs_reload:
+                error = SpoolUnavailableError(
+                    f"the spool cannot be read back after a failed write: {self._last_error}"
+                )
+                self._fail_futures(batch, error)
+                time.sleep(0.2)  # do not spin while the disk is failing
+                return
             self._commit(batch)
+        except BaseException as exc:
+            log.exception("spool writer failed; continuing")
+            self._needs_reload = True
+            self._fail_futures(batch, exc)
 
     def _drain_queue_on_exit(self) -> None:
         leftovers: list[_Pending] = []
@@ -451,7 +491,7 @@ class Engine:
             if item is not None:
                 leftovers.append(item)
         if leftovers:
-            self._commit(leftovers)
+            self._commit_safely(leftovers)
 
     def _seconds_to_next_deadline(self) -> float:
         now = self.clock.now()
@@ -489,21 +529,28 @@ class Engine:
             return
         self._last_error = None
         after, self._after_commit = self._after_commit, []
-        for action in after:
-            action()
         for pending, value, error in results:
             if error is not None:
                 pending.future.set_exception(error)
             else:
                 pending.future.set_result(value)
+        for action in after:  # metrics and wake-ups: never at the expense of an answer
+            try:
+                action()
+            except Exception:
+                log.exception("after-commit action failed")
         self._update_gauges()
 
     def _fail_commit(self, batch: list[_Pending], exc: BaseException, bytes_before: int) -> None:
-        """Nothing of this commit happened: undo its in-memory effects and tell every caller."""
+        """Nothing of this commit happened: tell every caller, then undo its in-memory effects."""
         self._after_commit = []
         self._writes = WriteSet()
         self._spool_bytes = bytes_before
+        self._fail_futures(batch, exc)
         self._reload_windows()
+
+    @staticmethod
+    def _fail_futures(batch: list[_Pending], exc: BaseException) -> None:
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(exc)
@@ -516,11 +563,16 @@ class Engine:
         self.spool.prune_delivered(conn, _DELIVERED_HISTORY)
 
     def _reload_windows(self) -> None:
-        """After a failed commit: make the in-memory windows match the spool again."""
+        """After a failed commit: make the in-memory windows match the spool again.
+
+        If the spool cannot even be read, every operation is refused (503) and the reload is
+        tried again before the next commit, so memory and disk never diverge.
+        """
         try:
             self._load_state()
-        except S3ForwardError as exc:
-            log.error("cannot reload the spool", error=str(exc))
+        except Exception as exc:  # sqlite3 errors included: the disk may still be failing
+            self._needs_reload = True
+            log.error("cannot reload the spool; refusing writes until it can", error=str(exc))
 
     def _update_gauges(self) -> None:
         for name, state in self._connections.items():
@@ -550,17 +602,22 @@ class Engine:
         """Build and store a file for every sealed window. Returns how many were stored."""
         built = 0
         while not self._stopped.is_set():
-            windows = self.spool.sealed_windows(limit=_BUILD_ROUND)
+            windows = self.spool.sealed_windows(
+                limit=_BUILD_ROUND, connections=tuple(self._connections)
+            )
             with self._building_lock:
                 todo = [w for w in windows if w.window_id not in self._building]
                 self._building.update(w.window_id for w in todo)
             if not todo:
                 break
             try:
-                built += self._build_round(todo)
+                stored = self._build_round(todo)
             finally:
                 with self._building_lock:
                     self._building.difference_update(w.window_id for w in todo)
+            built += stored
+            if stored == 0:
+                break  # nothing could be built this round: wait to be woken again
         return built
 
     def _build_round(self, windows: list[StoredWindow]) -> int:
@@ -663,7 +720,7 @@ class Engine:
         """Wait until no sealed window is waiting to be built (used by drain and tests)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.spool.sealed_windows(limit=1):
+            if not self.spool.sealed_windows(limit=1, connections=tuple(self._connections)):
                 return True
             self._build_wanted.set()
             time.sleep(0.02)

@@ -208,9 +208,10 @@ class Service:
     def _shutdown(self) -> None:
         rt = self.runtime
         finished = rt.delivery.stop(self.grace)
-        rt.engine.close()
+        writer_stopped = rt.engine.close()
         counts = rt.spool.counts()
-        rt.spool.close()
+        if writer_stopped:
+            rt.spool.close()  # never under a writer still in a transaction
         log.info(
             "stopped",
             uploads_finished=finished,
@@ -266,5 +267,5 @@ def drain(
         return int(rt.spool.counts()["pending_files"])
     finally:
         rt.delivery.stop(grace=10.0)
-        rt.engine.close()
-        rt.spool.close()
+        if rt.engine.close():
+            rt.spool.close()

@@ -514,8 +514,15 @@ class SqliteSpool:
     def open_windows(self) -> list[StoredWindow]:
         return self._windows("w.sealed_at IS NULL", "w.opened_at, w.id")
 
-    def sealed_windows(self, limit: int = 1000) -> list[StoredWindow]:
-        return self._windows("w.sealed_at IS NOT NULL", f"w.sealed_at, w.id LIMIT {int(limit)}")
+    def sealed_windows(
+        self, limit: int = 1000, connections: tuple[str, ...] | None = None
+    ) -> list[StoredWindow]:
+        """Sealed windows waiting for their file, oldest first; only of ``connections``."""
+        where = "w.sealed_at IS NOT NULL"
+        if connections is not None:
+            names = ",".join("'" + name.replace("'", "''") + "'" for name in connections)
+            where += f" AND w.connection IN ({names or 'NULL'})"
+        return self._windows(where, f"w.sealed_at, w.id LIMIT {int(limit)}")
 
     def _windows(self, where: str, order: str) -> list[StoredWindow]:
         # ``where`` and ``order`` are the fixed clauses above, never user input.
