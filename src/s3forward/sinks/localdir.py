@@ -46,8 +46,8 @@ class LocalDirSink:
 
     def write(self, obj: EncodedObject) -> WriteOutcome:
         """See ``Sink.write``; compares an existing file's content hash with ``obj.sha256``."""
-        target = self._target(obj.key)
         try:
+            target = self._target(obj.key)
             self._ensure_dir(target.parent)
             tmp = self._write_temp(target.parent, obj.body)
             try:
@@ -55,7 +55,11 @@ class LocalDirSink:
             finally:
                 tmp.unlink(missing_ok=True)
             if not created:
-                return self._compare_existing(target, obj)
+                outcome = self._compare_existing(target, obj)
+                # An earlier attempt may have linked the file and failed before its directory
+                # entry was made durable: make sure now, before it counts as delivered.
+                _fsync_dir(target.parent)
+                return outcome
             _fsync_dir(target.parent)
         except OSError as exc:
             raise _translate(exc, self._root) from exc
