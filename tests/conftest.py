@@ -6,6 +6,10 @@
 - ``bucket`` (function): a fresh ``mp-forwarding-...`` bucket; moto is reset after the test.
 - ``s3_connection`` (function): a factory ``(bucket, **overrides) -> ConnectionSettings``
   pointing at the server with user-based keys ``testing``/``testing``.
+- ``start_service`` (function): a factory ``(*, endpoint=None, bucket_name=None, **sections)
+  -> ServiceProcess`` running ``s3forward serve`` on ``bucket`` (sections as in
+  ``servicekit.service_config``); killed after the test.
+- ``fault_proxy`` (function): a ``FaultProxy`` in front of moto, up.
 
 Every test runs with fake AWS credentials in the environment and no shared config files, so no
 test can reach a real AWS account by accident.
@@ -14,7 +18,6 @@ test can reach a real AWS account by accident.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +32,10 @@ import boto3
 import pytest
 
 from s3forward.config import ConnectionSettings, DateFolders, Secret
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
+
+from servicekit import FaultProxy, ServiceProcess, free_port, service_config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -55,14 +62,6 @@ def _fake_aws_environment() -> Iterator[None]:
             patch.setenv(name, value)
         patch.delenv("AWS_PROFILE", raising=False)
         yield
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_until_answering(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -175,3 +174,43 @@ def s3_connection_settings(moto_url: str, bucket: str, **overrides: Any) -> Conn
     }
     values.update(overrides)
     return ConnectionSettings(**values)
+
+
+@pytest.fixture
+def start_service(
+    tmp_path: Path, moto_server: str, bucket: str
+) -> Iterator[Callable[..., ServiceProcess]]:
+    """A factory that writes a config for ``bucket`` (or another) and starts the service."""
+    started: list[ServiceProcess] = []
+
+    def start(
+        *, endpoint: str | None = None, bucket_name: str | None = None, **sections: str
+    ) -> ServiceProcess:
+        port = free_port()
+        workdir = tmp_path / f"service-{len(started)}"
+        workdir.mkdir()
+        text = service_config(
+            port=port,
+            spool=workdir / "spool" / "spool.db",
+            bucket=bucket_name or bucket,
+            endpoint=endpoint or moto_server,
+            **sections,
+        )
+        service = ServiceProcess(workdir, text, port)
+        service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        if service.alive():
+            service.kill9()
+
+
+@pytest.fixture
+def fault_proxy(moto_server: str) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of moto, up and passing everything through."""
+    proxy = FaultProxy(moto_server)
+    proxy.up()
+    yield proxy
+    proxy.down()

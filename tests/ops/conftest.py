@@ -1,9 +1,7 @@
 """Fixtures for operating s3forward: a running ``s3forward serve`` against moto, and readers of
 its ``/metrics`` and ``/status.json``.
 
-- ``start_service`` (function): a factory ``(*, endpoint=None, bucket=None, **sections) ->
-  ServiceProcess`` (sections as in ``servicekit.service_config``); killed after the test.
-- ``fault_proxy`` (function): a ``FaultProxy`` in front of moto, up.
+- ``start_service`` and ``fault_proxy`` come from ``tests/conftest.py``.
 - ``scrape`` (function): ``scrape(service) -> Scrape``, the parsed ``/metrics`` of a service.
 - ``make_batch``: ``(device, seq, events=3, event_type="custom_event") -> batch``.
 """
@@ -11,7 +9,7 @@ its ``/metrics`` and ``/status.json``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,47 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
-from servicekit import FaultProxy, ServiceProcess, free_port, service_config
-
-
-@pytest.fixture
-def start_service(
-    tmp_path: Path, moto_server: str, bucket: str
-) -> Iterator[Callable[..., ServiceProcess]]:
-    """A factory that writes a config for ``bucket`` (or another) and starts the service."""
-    started: list[ServiceProcess] = []
-
-    def start(
-        *, endpoint: str | None = None, bucket_name: str | None = None, **sections: str
-    ) -> ServiceProcess:
-        port = free_port()
-        workdir = tmp_path / f"service-{len(started)}"
-        workdir.mkdir()
-        text = service_config(
-            port=port,
-            spool=workdir / "spool" / "spool.db",
-            bucket=bucket_name or bucket,
-            endpoint=endpoint or moto_server,
-            **sections,
-        )
-        service = ServiceProcess(workdir, text, port)
-        service.start()
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        if service.alive():
-            service.kill9()
-
-
-@pytest.fixture
-def fault_proxy(moto_server: str) -> Iterator[FaultProxy]:
-    """A fault-injecting proxy in front of moto, up and passing everything through."""
-    proxy = FaultProxy(moto_server)
-    proxy.up()
-    yield proxy
-    proxy.down()
+from servicekit import ServiceProcess
 
 
 @dataclass

@@ -200,7 +200,7 @@ def test_missing_bucket_is_a_permanent_error_naming_it(
 
 def test_unreachable_endpoint_is_a_transient_error(s3_connection: MakeSettings) -> None:
     """A closed port (server down) gives a TransientSinkError, not a crash."""
-    from conftest import free_port
+    from servicekit import free_port  # tests/e2e, on the path via tests/conftest.py
 
     settings = s3_connection("mp-forwarding-x", endpoint_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(TransientSinkError) as caught:
