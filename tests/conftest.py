@@ -18,9 +18,7 @@ test can reach a real AWS account by accident.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -35,7 +33,7 @@ from s3forward.config import ConnectionSettings, DateFolders, Secret
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
 
-from servicekit import FaultProxy, ServiceProcess, free_port, service_config
+from servicekit import FaultProxy, ServiceProcess, free_port, run_moto, service_config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -64,44 +62,13 @@ def _fake_aws_environment() -> Iterator[None]:
         yield
 
 
-def _wait_until_answering(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + _STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto_server exited with {process.returncode}: {log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.05)  # polling a child process: there is no clock to inject
-    raise RuntimeError(f"moto_server did not answer on {url} within {_STARTUP_TIMEOUT}s")
-
-
 @pytest.fixture(scope="session")
 def moto_server(
     _fake_aws_environment: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A moto S3/IAM/STS server on loopback for the whole session; yields its URL."""
-    executable = Path(sys.executable).parent / "moto_server"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(executable), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_until_answering(url, process, log)
+    with run_moto(tmp_path_factory.mktemp("moto") / "moto_server.log") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def reset_moto(url: str) -> None:

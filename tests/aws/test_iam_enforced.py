@@ -9,7 +9,6 @@ PutObjectAcl: those cases live in test_check.py as tests of what s3forward sends
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -26,7 +25,7 @@ from s3forward.policy import iam_user_policy
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "e2e"))
 
-from servicekit import API_KEY, API_SECRET, ServiceProcess, free_port, wait_for
+from servicekit import API_KEY, API_SECRET, ServiceProcess, free_port, run_moto, wait_for
 
 BUCKET = "mp-forwarding-iam-ok"
 EU_BUCKET = "mp-forwarding-iam-eu"
@@ -130,35 +129,13 @@ def _set_up(world: World) -> None:
         response.read()
 
 
-def _answers(url: str, process: subprocess.Popen[bytes]) -> bool:
-    assert process.poll() is None, "moto_server exited"
-    try:
-        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1):
-            return True
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A moto server of its own with users, a role and buckets, then IAM enforcement on."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto-iam") / "moto.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(lambda: _answers(url, process), 30, f"moto on {url} (log: {log})")
+    with run_moto(tmp_path_factory.mktemp("moto-iam") / "moto.log") as url:
         world = World(url)
         _set_up(world)
         yield world
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _connection_toml(

@@ -12,11 +12,6 @@ import gzip
 import json
 import os
 import re
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +24,7 @@ import orjson
 import pytest
 from botocore.config import Config as BotocoreConfig
 from click.testing import CliRunner, Result
+from servicekit import run_moto
 
 from s3forward.cli import main
 from s3forward.config import UNSELECTED_MESSAGE, load_config
@@ -619,38 +615,11 @@ class AuthMoto:
     bucket: str
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def auth_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMoto]:
     """A moto server that enforces IAM, with one user allowed s3:* and a bucket."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("auth-moto") / "moto.log"
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_FREE_ACTIONS)}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)  # polling a child process: no clock to inject
+    with run_moto(tmp_path_factory.mktemp("auth-moto") / "moto.log", env) as url:
         common = {"endpoint_url": url, "region_name": "us-east-1"}
         iam = boto3.client("iam", aws_access_key_id="x", aws_secret_access_key="x", **common)
         iam.create_user(UserName="forwarder")
@@ -674,13 +643,6 @@ def auth_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMoto]:
         s3.create_bucket(Bucket=name)
         s3.close()
         yield AuthMoto(url, key["AccessKeyId"], key["SecretAccessKey"], name)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _auth_objects(auth: AuthMoto) -> list[str]:
