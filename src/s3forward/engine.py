@@ -40,7 +40,7 @@ from s3forward.errors import (
 from s3forward.files import BuiltFile
 from s3forward.intake import SubmitResult
 from s3forward.metrics import Metrics
-from s3forward.mparticle import device_key, ends_session, new_batch_id, session_key
+from s3forward.mparticle import batch_id_for, device_key, ends_session, session_key
 from s3forward.mparticle.parse import ValidatedBatches
 from s3forward.spool.sqlite import SqliteSpool, StoredWindow, WriteSet
 from s3forward.windows import OpenWindow, Sealed, SealReason, Windower, WindowPolicy
@@ -69,14 +69,6 @@ class _ConnectionState:
     windower: Windower
     next_seq: dict[int, int] = field(default_factory=dict)
     window_input: dict[int, str] = field(default_factory=dict)
-
-
-def _as_int64(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
-    return None
 
 
 def group_of(batch: dict[str, Any], input_name: str, mode: BatchingMode) -> str:
@@ -358,9 +350,7 @@ class Engine:
         received_ms: int,
         connections: list[_ConnectionState],
     ) -> None:
-        batch_id = _as_int64(batch.get("batch_id"))
-        if batch_id is None:
-            batch_id = new_batch_id(self.rng)
+        batch_id = batch_id_for(batch, self.rng)
         events = batch.get("events") or []
         plan: list[tuple[_ConnectionState, list[int | None]]] = []
         for state in connections:

@@ -20,7 +20,7 @@ from s3forward.engine import group_of
 from s3forward.errors import KeyTakenError
 from s3forward.files import FileItem, build_file, with_new_digits
 from s3forward.layout import EncodedObject
-from s3forward.mparticle import ends_session, new_batch_id
+from s3forward.mparticle import batch_id_for, ends_session
 from s3forward.sinks.base import Sink, WriteOutcome
 from s3forward.windows import Grouper, Sealed, WindowPolicy
 
@@ -102,9 +102,7 @@ def forward_batches(
     for batch in batches:
         now = clock.now()
         received_ms = int(now * 1000)
-        batch_id = batch.get("batch_id")
-        if not isinstance(batch_id, int) or isinstance(batch_id, bool):
-            batch_id = new_batch_id(rng)
+        batch_id = batch_id_for(batch, rng)
         events = batch.get("events") or []
         if mode is BatchingMode.PER_EVENT and events:
             for index, event in enumerate(events):

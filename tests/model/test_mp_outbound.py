@@ -187,3 +187,17 @@ def test_outbound_is_lossless_apart_from_documented_fields(
         }
         assert {(i["identity_type"], i["identity"]) for i in out["user_identities"]} == expected
     assert orjson.loads(orjson.dumps(out)) == out
+
+
+def test_batch_id_is_kept_when_valid_and_generated_otherwise() -> None:
+    """An int64 batch_id (number or numeric string) is kept; a missing one is generated."""
+    import random
+
+    from s3forward.mparticle import batch_id_for
+
+    rng = random.Random(1)
+    assert batch_id_for({"batch_id": 42}, rng) == 42
+    assert batch_id_for({"batch_id": "-7"}, rng) == -7
+    generated = batch_id_for({}, rng)
+    assert 1 <= generated < 2**63
+    assert batch_id_for({"batch_id": 2**64}, rng) != 2**64

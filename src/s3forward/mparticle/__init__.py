@@ -1,7 +1,7 @@
 """mParticle Events API v2 batches: parsing and validation, routing fields, the outbound form."""
 
 from s3forward.mparticle.catalogue import EVENT_TYPES, validate_batch
-from s3forward.mparticle.outbound import new_batch_id, to_outbound
+from s3forward.mparticle.outbound import batch_id_for, new_batch_id, to_outbound
 from s3forward.mparticle.parse import (
     Limits,
     decode_body,
@@ -18,6 +18,7 @@ from s3forward.mparticle.parse import (
 __all__ = [
     "EVENT_TYPES",
     "Limits",
+    "batch_id_for",
     "decode_body",
     "device_key",
     "ends_session",

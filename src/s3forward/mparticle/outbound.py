@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from s3forward.mparticle.catalogue import as_int64
+
 OUTBOUND_MESSAGE_TYPE = "events"
 OUTBOUND_SCHEMA_VERSION = 2
 # The Python and Ruby SDKs send the customer id under this key; mParticle's is customer_id.
@@ -68,3 +70,9 @@ def identities_array(identities: dict[str, Any]) -> list[dict[str, Any]]:
 def new_batch_id(rng: random.Random) -> int:
     """A random positive int63, for batches that arrive without a ``batch_id``."""
     return rng.randrange(1, 2**63)
+
+
+def batch_id_for(batch: dict[str, Any], rng: random.Random) -> int:
+    """The batch's own ``batch_id`` when it has a valid int64 one, else a new random one."""
+    kept = as_int64(batch.get("batch_id"))
+    return kept if kept is not None else new_batch_id(rng)
