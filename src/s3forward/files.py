@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from s3forward.config import ConnectionSettings
 from s3forward.filters import apply_filters
-from s3forward.layout import EncodedObject, encode_object, object_key
+from s3forward.layout import EncodedObject, encode_ndjson, encode_object, object_key
 from s3forward.mparticle import first_event_time_ms, to_outbound
 
 
@@ -56,11 +54,11 @@ def _message_id(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def build_lines(
+def build_records(
     items: Iterable[FileItem], settings: ConnectionSettings, rng: random.Random
-) -> tuple[list[bytes], int, int | None, Counter[str]]:
-    """Filter and convert each item. Returns (lines, events kept, first event ms, filtered)."""
-    lines: list[bytes] = []
+) -> tuple[list[dict[str, Any]], int, int | None, Counter[str]]:
+    """Filter and convert each item. Returns (records, events kept, first event ms, filtered)."""
+    records: list[dict[str, Any]] = []
     events_kept = 0
     first_event_ms: int | None = None
     filtered: Counter[str] = Counter()
@@ -75,7 +73,7 @@ def build_lines(
                 if id(event) not in kept_ids and isinstance(event, dict):
                     filtered[str(event.get("event_type"))] += 1
         events_kept += len(after)
-        if not lines:
+        if not records:
             # The seed dates a file by the first event of its first batch, as written; a
             # first batch without one gives no event date, even if later batches have one.
             first_event_ms = first_event_time_ms(kept)
@@ -86,8 +84,8 @@ def build_lines(
             message_id=_message_id(rng),
             unique_id=settings.unique_id,
         )
-        lines.append(orjson.dumps(outbound, option=orjson.OPT_APPEND_NEWLINE))
-    return lines, events_kept, first_event_ms, filtered
+        records.append(outbound)
+    return records, events_kept, first_event_ms, filtered
 
 
 def choose_key(
@@ -123,8 +121,8 @@ def build_file(
     """Build the object for one sealed window. ``items`` must not be empty."""
     if not items:
         raise ValueError("a file needs at least one batch")
-    lines, events, first_event_ms, filtered = build_lines(items, settings, rng)
-    payload = b"".join(lines)
+    records, events, first_event_ms, filtered = build_records(items, settings, rng)
+    payload = encode_ndjson(records)
     first_received_ms = items[0].received_ms
     key = choose_key(
         settings,

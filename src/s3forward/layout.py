@@ -168,7 +168,7 @@ def encode_ndjson(records: Iterable[dict[str, Any]]) -> bytes:
     Raises ``TypeError`` (orjson.JSONEncodeError) for values JSON cannot hold, such as integers
     beyond 64 bits or non-string keys.
     """
-    return b"".join(orjson.dumps(record) + b"\n" for record in records)
+    return b"".join(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records)
 
 
 def gzip_compress(data: bytes) -> bytes:
