@@ -64,7 +64,7 @@ class Harness:
         self.config = config
         self.clock = ManualClock(1_700_000_000.0)
         self.metrics = Metrics()
-        self.spool = SqliteSpool(config.spool.path)
+        self.spool = SqliteSpool.open(config.spool.path)
         self.engine = Engine(config, self.spool, self.metrics, clock=self.clock)
         self.engine.start()
 
@@ -90,7 +90,7 @@ class Harness:
         again.config = self.config
         again.clock = self.clock
         again.metrics = Metrics()
-        again.spool = SqliteSpool(self.config.spool.path)
+        again.spool = SqliteSpool.open(self.config.spool.path)
         again.engine = Engine(self.config, again.spool, again.metrics, clock=self.clock)
         again.engine.start()
         return again
@@ -173,7 +173,7 @@ def test_ingest_past_the_spool_cap_raises_spool_full_and_stores_nothing(tmp_path
         with pytest.raises(SpoolFullError) as caught:
             h.submit(big)
         assert caught.value.retry_after == 7
-        assert h.spool.counts()["batches"] == 3
+        assert h.spool.counts().batches == 3
         ok, reason = h.engine.ready()
         assert not ok and "cap" in reason
     finally:
@@ -254,7 +254,7 @@ def test_delivered_files_release_their_bytes(harness: Harness) -> None:
     stored = harness.spool.files(limit=1)[0]
     before = harness.engine.spool_bytes
     assert before > 0
-    harness.engine.release_delivered(stored.file_id)
+    harness.engine.ledger.delivered(stored.file_id)
     assert harness.engine.spool_bytes == 0
     assert harness.spool.file_body(stored.file_id) is None
     assert harness.spool.stored_bytes() == 0
@@ -262,10 +262,10 @@ def test_delivered_files_release_their_bytes(harness: Harness) -> None:
 
 def test_the_spool_refuses_a_second_process(tmp_path: Path) -> None:
     """Two s3forward processes never share one spool."""
-    first = SqliteSpool(tmp_path / "spool.db")
+    first = SqliteSpool.open(tmp_path / "spool.db")
     try:
         with pytest.raises(SpoolUnavailableError, match="in use"):
-            SqliteSpool(tmp_path / "spool.db")
+            SqliteSpool.open(tmp_path / "spool.db")
     finally:
         first.close()
 
@@ -275,7 +275,7 @@ def test_spool_errors_never_surface_as_sqlite_exceptions(tmp_path: Path) -> None
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(SpoolUnavailableError, match="cannot create the spool"):
-        SqliteSpool(blocker / "spool.db")
+        SqliteSpool.open(blocker / "spool.db")
     assert not issubclass(SpoolUnavailableError, sqlite3.Error)
 
 
@@ -319,8 +319,7 @@ def test_sealed_windows_of_a_removed_connection_do_not_block_the_others(tmp_path
         },
     )
     h = Harness(two)
-    h.engine._stopped.set()  # seal without building, as if the service stopped right then
-    h.engine._builder.join(5)  # type: ignore[union-attr]
+    h.engine.builds.stop(5)  # seal without building, as if the service stopped right then
     for device in range(20):
         h.submit(batch(f"d{device}", f"e{device}"))
     h.engine.seal_all()

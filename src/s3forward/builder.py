@@ -3,45 +3,48 @@
 Turning a window's batches into its file (parse the stored JSON, filter, outbound form,
 NDJSON, gzip) is the service's heaviest CPU work after parsing requests. Done in the server's
 process it would compete for the GIL with the HTTP loop and the spool writer; so a worker
-process reads the window's items straight from the spool (SQLite allows readers in other
-processes) and sends back the finished bytes. The engine stores them. Nothing is written by the
-worker, so a crash of either process leaves the spool as it was: the window stays sealed and is
-built again.
+process reads the window's items through a read-only ``SpoolView`` (the spool's
+``worker_view``) and sends back the finished bytes. The build loop stores them. Nothing is
+written by the worker, so a crash of either process leaves the spool as it was: the window stays
+sealed and is built again, to the same bytes (``files.build_file`` is deterministic).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import random
-import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 
 from s3forward.config import ConnectionSettings
 from s3forward.errors import S3ForwardError
 from s3forward.files import BuiltFile, FileItem, build_file
-from s3forward.spool.sqlite import connect, read_window_items
+from s3forward.spool.base import SpoolView
+
+ViewFactory = Callable[[], SpoolView]
 
 
 class BuilderError(S3ForwardError):
     """Building files failed for a reason outside the data (the worker process died)."""
 
+    transient = True
+
 
 @dataclass(frozen=True, slots=True)
 class BuildJob:
-    """What a worker needs to build one sealed window's file."""
+    """What a worker needs to build one sealed window's file (no secrets: it is pickled)."""
 
     window_id: int
     settings: ConnectionSettings
     app_name: str
     sealed_at: float
+    digits: int
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -59,54 +62,54 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-_worker_conn: sqlite3.Connection | None = None
-_worker_path: str | None = None
-_worker_rng = random.Random()
+_views: dict[ViewFactory, SpoolView] = {}
 
 
-def _worker_connection(spool_path: str) -> sqlite3.Connection:
-    global _worker_conn, _worker_path  # noqa: PLW0603 - one connection per worker process
-    if _worker_conn is None or _worker_path != spool_path:
-        _worker_conn = connect(Path(spool_path), writer=False)
-        _worker_path = spool_path
-    return _worker_conn
+def _view(factory: ViewFactory) -> SpoolView:
+    view = _views.get(factory)
+    if view is None:
+        view = _views[factory] = factory()
+    return view
 
 
-def build_window(spool_path: str, job: BuildJob) -> BuiltFile | None:
-    """Build one window's file from the spool. None when the window is gone or empty."""
-    conn = _worker_connection(spool_path)
+def build_window(view: SpoolView, job: BuildJob) -> BuiltFile | None:
+    """Build one window's file. None when the window is gone or empty."""
     items = [
         FileItem(
             batch=orjson.loads(item.body),
             received_ms=item.received_ms,
             batch_id=item.batch_id,
             event_index=item.event_index,
+            position=item.position,
+            input=item.input,
         )
-        for item in read_window_items(conn, job.window_id)
+        for item in view.window_items(job.window_id)
     ]
     if not items:
         return None
     return build_file(
-        items, job.settings, app_name=job.app_name, sealed_at=job.sealed_at, rng=_worker_rng
+        items, job.settings, app_name=job.app_name, sealed_at=job.sealed_at, digits=job.digits
     )
 
 
-def build_windows(spool_path: str, jobs: list[BuildJob]) -> list[BuiltFile | None]:
+def build_windows(factory: ViewFactory, jobs: list[BuildJob]) -> list[BuiltFile | None]:
     """Build several windows in one round trip to the worker."""
-    return [build_window(spool_path, job) for job in jobs]
+    view = _view(factory)
+    return [build_window(view, job) for job in jobs]
 
 
 class FileBuilder:
     """Builds files in a worker process (``processes=1``, the default) or in the caller's
-    thread (``processes=0``: tests, and machines that cannot start processes)."""
+    thread (``processes=0``: tests, spools that cannot be shared, machines without processes).
 
-    def __init__(self, spool_path: Path, *, processes: int = 1) -> None:
-        self.spool_path = str(spool_path)
+    No I/O until the first ``build``: the worker process starts then.
+    """
+
+    def __init__(self, views: ViewFactory, *, processes: int = 1) -> None:
+        self.views = views
         self._executor: Executor | None = None
         self._processes = processes
         self._context = multiprocessing.get_context("spawn")
-        if processes > 0:
-            self._executor = self._new_executor()
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -116,11 +119,18 @@ class FileBuilder:
             initargs=(os.getpid(),),
         )
 
+    def start(self) -> None:
+        """Start the worker process now rather than at the first build."""
+        if self._processes > 0 and self._executor is None:
+            self._executor = self._new_executor()
+
     def build(self, jobs: list[BuildJob]) -> list[BuiltFile | None]:
-        if self._executor is None:
-            return build_windows(self.spool_path, jobs)
+        if self._processes == 0:
+            return build_windows(self.views, jobs)
+        self.start()
+        assert self._executor is not None
         try:
-            return self._executor.submit(build_windows, self.spool_path, jobs).result()
+            return self._executor.submit(build_windows, self.views, jobs).result()
         except BrokenProcessPool:
             # The worker died (killed, out of memory): start a new one; the windows are
             # still sealed in the spool and the caller tries them again.

@@ -459,8 +459,11 @@ def _spool_reader(config_path: Path | None) -> Iterator[Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the files as JSON lines.")
 def spool_list(config_path: Path | None, limit: int, as_json: bool) -> None:
     """List undelivered files: id, connection, key, bytes, attempts, last error."""
+    from s3forward.spool.base import FileState
+    from s3forward.status import file_facts
+
     with _spool_reader(config_path) as reader:
-        files = reader.files("pending", limit)
+        files = [file_facts(f) for f in reader.files(FileState.PENDING, limit)]
     for f in files:
         if as_json:
             click.echo(orjson.dumps(f).decode())
@@ -480,13 +483,14 @@ def spool_list(config_path: Path | None, limit: int, as_json: bool) -> None:
 @click.option("--lines", type=int, default=5, show_default=True, help="Lines of content to show.")
 def spool_show(config_path: Path | None, file_id: int, lines: int) -> None:
     """Show one file's metadata and its first lines (decompressed)."""
-    from s3forward.status import preview
+    from s3forward.status import file_facts, preview
 
     with _spool_reader(config_path) as reader:
-        meta = reader.file(file_id)
-        body = reader.body(file_id)
-    if meta is None:
+        stored = reader.file(file_id)
+        body = reader.file_body(file_id)
+    if stored is None:
         _fail(f"no file {file_id} in the spool (see `s3forward spool list`)")
+    meta = file_facts(stored)
     for name, value in meta.items():
         click.echo(f"{name}: {value}")
     if body is None:
@@ -507,31 +511,29 @@ def spool_export(config_path: Path | None, directory: Path, connection_name: str
     With several connections, each gets its own sub-directory named after it. The spool is
     not changed: the files stay pending until delivered or the spool is removed.
     """
+    from s3forward.spool.base import FileState
     from s3forward.status import export_path, write_exported
 
     config = _load(config_path)
     if connection_name is not None:
         _connection(config, connection_name)
     with _spool_reader(config_path) as reader:
-        ids = reader.pending_ids()
-        metas = [m for m in (reader.file(i) for i in ids) if m is not None]
+        metas = reader.files(FileState.PENDING, limit=2**62)
         if connection_name is not None:
-            metas = [m for m in metas if m["connection"] == connection_name]
-        several = len({m["connection"] for m in metas}) > 1
+            metas = [m for m in metas if m.connection == connection_name]
+        several = len({m.connection for m in metas}) > 1
         written = 0
         with _progress("exporting", len(metas)) as advance:
             for meta in metas:
-                body = reader.body(meta["id"])
+                body = reader.file_body(meta.file_id)
                 if body is None:  # delivered meanwhile
                     advance(1)
                     continue
                 try:
-                    path = export_path(
-                        directory, meta["key"], meta["connection"] if several else None
-                    )
+                    path = export_path(directory, meta.key, meta.connection if several else None)
                     write_exported(path, body)
                 except (ValueError, OSError) as exc:
-                    _fail(f"cannot export file {meta['id']}: {exc}")
+                    _fail(f"cannot export file {meta.file_id}: {exc}")
                 written += 1
                 advance(1)
     click.echo(f"exported {written} undelivered files to {directory}", err=True)

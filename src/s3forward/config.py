@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -161,6 +161,10 @@ class ConnectionSettings:
     def canned_acl(self) -> str | None:
         """Role-based mode writes every object with ``bucket-owner-full-control``, as the seed."""
         return ROLE_MODE_ACL if self.role_based and self.destination is Destination.S3 else None
+
+    def without_secrets(self) -> ConnectionSettings:
+        """These settings with every secret removed: what may be pickled to the build worker."""
+        return replace(self, access_key_id=None, secret_access_key=None, external_id=None)
 
     @property
     def batching_mode(self) -> BatchingMode:

@@ -17,20 +17,50 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import structlog
 
 from s3forward.clock import Clock, SystemClock
 from s3forward.config import Config
-from s3forward.engine import Engine
 from s3forward.errors import KeyTakenError, PermanentSinkError, S3ForwardError, SinkError
 from s3forward.files import with_new_digits
 from s3forward.layout import EncodedObject
 from s3forward.metrics import Metrics
 from s3forward.sinks.base import Sink, WriteOutcome
-from s3forward.spool.sqlite import StoredFile
+from s3forward.spool.base import StoredFile
 
 log = structlog.get_logger("s3forward.delivery")
+
+
+class Ledger(Protocol):
+    """Delivery's bookkeeping: which files are due, and what happened to each attempt.
+
+    Contract: every state change is durable when the call returns. ``delivered`` is idempotent
+    (a file already delivered stays so); a crash between the sink's confirmation and
+    ``delivered`` means the file is written again to the same key with the same bytes, which
+    the sink recognises as its own earlier write. Calls may come from several threads.
+    """
+
+    def due_files(self, connection: str, now: float, limit: int) -> list[StoredFile]:
+        """Pending files of ``connection`` due by ``now``, soonest first."""
+        ...
+
+    def file_body(self, file_id: int) -> bytes | None:
+        """The body of a pending file; None once delivered."""
+        ...
+
+    def delivered(self, file_id: int) -> None:
+        """The sink confirmed the write: the file is delivered and its body released."""
+        ...
+
+    def failed(self, file_id: int, next_attempt_at: float, error: str) -> None:
+        """An attempt failed: count it and schedule the next."""
+        ...
+
+    def rekeyed(self, file_id: int, key: str) -> None:
+        """The file's key holds a different object: it is written under ``key`` from now on."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +102,7 @@ class _ConnectionDelivery:
             paused = self.health.paused_until
             if paused is not None and now < paused:
                 return None
-            for stored in owner.engine.spool.due_files(self.name, now, limit=64):
+            for stored in owner.ledger.due_files(self.name, now, limit=64):
                 if stored.file_id not in self.inflight:
                     self.inflight.add(stored.file_id)
                     return stored
@@ -120,7 +150,7 @@ class _ConnectionDelivery:
 
     def deliver(self, stored: StoredFile) -> None:
         owner = self.owner
-        body = owner.engine.spool.file_body(stored.file_id)
+        body = owner.ledger.file_body(stored.file_id)
         if body is None:
             return  # delivered meanwhile
         obj = EncodedObject(
@@ -143,13 +173,13 @@ class _ConnectionDelivery:
                 key=stored.key,
                 new_key=new_key,
             )
-            owner.engine.record_new_key(stored.file_id, new_key)
+            owner.ledger.rekeyed(stored.file_id, new_key)
             return
         except SinkError as exc:
             self.failed(stored, exc, now)
             return
         elapsed = time.monotonic() - started
-        owner.engine.release_delivered(stored.file_id)
+        owner.ledger.delivered(stored.file_id)
         metrics = owner.metrics
         metrics.upload_seconds.labels(self.name).observe(elapsed)
         metrics.files_delivered_total.labels(self.name).inc()
@@ -184,7 +214,7 @@ class _ConnectionDelivery:
             delay = backoff_delay(
                 stored.attempts, settings.backoff_base, settings.backoff_cap, owner.rng
             )
-        owner.engine.record_failure(stored.file_id, now + delay, f"{exc.code}: {exc}")
+        owner.ledger.failed(stored.file_id, now + delay, f"{exc.code}: {exc}")
         counter = (
             owner.metrics.file_uploads_failed_total
             if permanent
@@ -227,7 +257,7 @@ class Delivery:
     def __init__(
         self,
         config: Config,
-        engine: Engine,
+        ledger: Ledger,
         sinks: Mapping[str, Sink],
         metrics: Metrics,
         *,
@@ -236,7 +266,7 @@ class Delivery:
         poll_interval: float = 0.5,
     ) -> None:
         self.config = config
-        self.engine = engine
+        self.ledger = ledger
         self.metrics = metrics
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
@@ -247,7 +277,6 @@ class Delivery:
         }
         for name in self._connections:
             metrics.connection_healthy.labels(name).set(1)
-        engine.on_file_stored(self.wake)
 
     def start(self) -> None:
         workers = self.config.delivery.workers_per_connection

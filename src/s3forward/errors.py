@@ -13,7 +13,9 @@ Every error raised on purpose by s3forward derives from ``S3ForwardError``::
     ├── KeyTakenError           a different object already holds the chosen key
     ├── SpoolError              the durable buffer cannot take more data
     │   ├── SpoolFullError          over its size cap: ask clients to retry later (429)
-    │   └── SpoolUnavailableError   disk full or unwritable (503)
+    │   ├── SpoolUnavailableError   disk full, unwritable or unreadable (503)
+    │   ├── SpoolVersionError       the spool was written by a newer s3forward (terminal)
+    │   └── FencedError             a newer owner took the log over: this writer must stop
     └── StoppingError           the service is shutting down (503)
 
 Third-party exceptions (botocore, sqlite3, gzip) are translated into this tree where they are
@@ -117,6 +119,18 @@ class SpoolFullError(SpoolError):
 
 class SpoolUnavailableError(SpoolError):
     """The spool cannot write (disk full, read-only, I/O error). Nothing accepted is harmed."""
+
+
+class SpoolVersionError(SpoolError):
+    """The spool's schema is newer than this s3forward understands. Terminal: upgrade."""
+
+    transient = False
+
+
+class FencedError(SpoolError):
+    """A newer owner took over the log; a stale owner's write (a seal) was refused."""
+
+    transient = False
 
 
 class StoppingError(S3ForwardError):

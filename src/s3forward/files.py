@@ -1,8 +1,12 @@
 """Turning a sealed window's batches into the S3 object the seed describes.
 
 For each batch, in arrival order: the connection's filters, then the outbound form (one NDJSON
-line), then the whole file is encoded (gzip when ``use_compression``) and given its key. The
-bytes are fixed here, once: a retry writes the same bytes to the same key.
+line), then the whole file is encoded (gzip when ``use_compression``) and given its key.
+
+Deterministic: the key and the bytes depend only on what is stored for the window (its items
+with their positions, receive times and batch_ids, the seal time and the five digits chosen at
+seal) and the connection's settings. ``message_id`` is a name-based UUID of the line's stable
+identity, gzip has mtime 0, so building the same window again, anywhere, gives the same object.
 """
 
 from __future__ import annotations
@@ -30,6 +34,18 @@ class FileItem:
     received_ms: int
     batch_id: int
     event_index: int | None = None
+    position: int = 0
+    """Where the batch sits in the log (with ``input``, its stable identity)."""
+    input: str = ""
+
+    @property
+    def message_id(self) -> str:
+        """The line's ``message_id``: the same for the same stored item, everywhere."""
+        name = (
+            f"{self.input}\x1f{self.position}\x1f{self.received_ms}\x1f{self.batch_id}"
+            f"\x1f{'' if self.event_index is None else self.event_index}"
+        )
+        return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
 
     def effective_batch(self) -> dict[str, Any]:
         """The batch this line is built from: per-event mode keeps only the chosen event."""
@@ -50,12 +66,12 @@ class BuiltFile:
     filtered_out: Counter[str] = field(default_factory=Counter)
 
 
-def _message_id(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+MESSAGE_ID_NAMESPACE = uuid.UUID("5f0e8d6c-3b1a-5c49-9a57-7d1f2b8e4a60")
+"""Namespace of s3forward's name-based (version 5) message ids."""
 
 
 def build_records(
-    items: Iterable[FileItem], settings: ConnectionSettings, rng: random.Random
+    items: Iterable[FileItem], settings: ConnectionSettings
 ) -> tuple[list[dict[str, Any]], int, int | None, Counter[str]]:
     """Filter and convert each item. Returns (records, events kept, first event ms, filtered)."""
     records: list[dict[str, Any]] = []
@@ -81,7 +97,7 @@ def build_records(
             kept,
             received_at_ms=item.received_ms,
             batch_id=item.batch_id,
-            message_id=_message_id(rng),
+            message_id=item.message_id,
             unique_id=settings.unique_id,
         )
         records.append(outbound)
@@ -95,7 +111,7 @@ def choose_key(
     sealed_at: float,
     first_event_ms: int | None,
     first_received_ms: int,
-    rng: random.Random,
+    digits: int,
 ) -> str:
     """The object key: ``[folder/][date/]<App>_<sealed time>_<5 random digits>.txt[.gz]``."""
     return object_key(
@@ -103,7 +119,7 @@ def choose_key(
         date_folders=settings.store_data_in_folders_by_date,
         app_name=app_name,
         sealed_at=datetime.fromtimestamp(sealed_at, tz=UTC),
-        digits=rng.randrange(100_000),
+        digits=digits,
         first_event_ms=first_event_ms,
         first_received_ms=first_received_ms,
         compressed=settings.use_compression,
@@ -116,12 +132,15 @@ def build_file(
     *,
     app_name: str,
     sealed_at: float,
-    rng: random.Random,
+    digits: int,
 ) -> BuiltFile:
-    """Build the object for one sealed window. ``items`` must not be empty."""
+    """Build the object for one sealed window. ``items`` must not be empty.
+
+    ``digits`` are the key's five random digits, chosen once when the window was sealed.
+    """
     if not items:
         raise ValueError("a file needs at least one batch")
-    records, events, first_event_ms, filtered = build_records(items, settings, rng)
+    records, events, first_event_ms, filtered = build_records(items, settings)
     payload = encode_ndjson(records)
     first_received_ms = items[0].received_ms
     key = choose_key(
@@ -130,7 +149,7 @@ def build_file(
         sealed_at=sealed_at,
         first_event_ms=first_event_ms,
         first_received_ms=first_received_ms,
-        rng=rng,
+        digits=digits,
     )
     obj = encode_object(key, payload, compress=settings.use_compression)
     return BuiltFile(

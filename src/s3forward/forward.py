@@ -16,13 +16,12 @@ import orjson
 
 from s3forward.clock import Clock, SystemClock
 from s3forward.config import BatchingMode, ConnectionSettings
-from s3forward.engine import group_of
 from s3forward.errors import KeyTakenError
 from s3forward.files import FileItem, build_file, with_new_digits
 from s3forward.layout import EncodedObject
 from s3forward.mparticle import batch_id_for, ends_session
 from s3forward.sinks.base import Sink, WriteOutcome
-from s3forward.windows import Grouper, Sealed, WindowPolicy
+from s3forward.windows import Grouper, Sealed, WindowPolicy, group_of
 
 _MAX_KEY_ATTEMPTS = 5
 
@@ -92,25 +91,27 @@ def forward_batches(
     def write(sealed: list[tuple[Sealed, list[FileItem]]]) -> None:
         now = clock.now()
         for _window, items in sealed:
-            built = build_file(items, settings, app_name=app_name, sealed_at=now, rng=rng)
+            built = build_file(
+                items, settings, app_name=app_name, sealed_at=now, digits=rng.randrange(100_000)
+            )
             key, outcome = write_with_fresh_key(sink, built.obj, rng)
             written = WrittenFile(key, built.batches, built.events, len(built.obj.body), outcome)
             summary.files.append(written)
             if on_file is not None:
                 on_file(written)
 
-    for batch in batches:
+    for position, batch in enumerate(batches, start=1):
         now = clock.now()
         received_ms = int(now * 1000)
         batch_id = batch_id_for(batch, rng)
         events = batch.get("events") or []
         if mode is BatchingMode.PER_EVENT and events:
             for index, event in enumerate(events):
-                item = FileItem(batch, received_ms, batch_id, event_index=index)
+                item = FileItem(batch, received_ms, batch_id, index, position, input_name)
                 size = len(orjson.dumps(event))
                 write(grouper.add(f"event:{id(item)}", item, size, now))
             continue
-        item = FileItem(batch, received_ms, batch_id)
+        item = FileItem(batch, received_ms, batch_id, None, position, input_name)
         size = len(orjson.dumps(batch))
         closes = mode is BatchingMode.PER_SESSION and ends_session(batch)
         write(grouper.add(group_of(batch, input_name, mode), item, size, now, ends_session=closes))

@@ -30,6 +30,7 @@ from s3forward.engine import Engine
 from s3forward.metrics import Metrics
 from s3forward.sinks import make_sink
 from s3forward.sinks.base import Sink
+from s3forward.spool.base import Spool
 from s3forward.spool.sqlite import SqliteSpool
 from s3forward.status import History, snapshot
 
@@ -43,7 +44,7 @@ class Runtime:
     """Everything a running s3forward holds, for the HTTP app, the status page and tests."""
 
     config: Config
-    spool: SqliteSpool
+    spool: Spool
     metrics: Metrics
     engine: Engine
     delivery: Delivery
@@ -73,8 +74,8 @@ class Runtime:
                 max(0.0, now - since) if since is not None else 0.0
             )
         counts = self.spool.counts()
-        self.metrics.spool_files.labels("pending").set(counts["pending_files"])
-        self.metrics.spool_files.labels("sealed_windows").set(counts["sealed_windows"])
+        self.metrics.spool_files.labels("pending").set(counts.pending_files)
+        self.metrics.spool_files.labels("sealed_windows").set(counts.sealed_windows)
         self.metrics.spool_bytes.set(self.engine.spool_bytes)
 
 
@@ -89,11 +90,12 @@ def open_runtime(
     """Open the spool and build the engine and delivery (not started yet)."""
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
-    spool = SqliteSpool(config.spool.path)
+    spool = SqliteSpool.open(config.spool.path)
     try:
         engine = Engine(config, spool, metrics, clock=clock, build_processes=build_processes)
         sinks = sinks or {name: make_sink(c) for name, c in config.connections.items()}
-        delivery = Delivery(config, engine, sinks, metrics, clock=clock)
+        delivery = Delivery(config, engine.ledger, sinks, metrics, clock=clock)
+        engine.on_file_stored(delivery.wake)
     except BaseException:
         spool.close()
         raise
@@ -215,9 +217,9 @@ class Service:
         log.info(
             "stopped",
             uploads_finished=finished,
-            pending_files=counts["pending_files"],
-            open_windows=counts["open_windows"],
-            sealed_windows=counts["sealed_windows"],
+            pending_files=counts.pending_files,
+            open_windows=counts.open_windows,
+            sealed_windows=counts.sealed_windows,
         )
 
 
@@ -256,15 +258,15 @@ def drain(
         log.info("drain: sealed open windows", windows=sealed)
         rt.engine.settle(timeout)
         deadline = time.monotonic() + timeout
-        total = max(rt.spool.counts()["pending_files"], 1)
+        total = max(rt.spool.counts().pending_files, 1)
         while time.monotonic() < deadline:
-            pending = rt.spool.counts()["pending_files"]
+            pending = rt.spool.counts().pending_files
             if progress is not None:
                 progress(total - pending, total)
             if pending == 0:
                 break
             time.sleep(0.1)
-        return int(rt.spool.counts()["pending_files"])
+        return int(rt.spool.counts().pending_files)
     finally:
         rt.delivery.stop(grace=10.0)
         if rt.engine.close():

@@ -27,7 +27,8 @@ from prometheus_client import CollectorRegistry
 
 from s3forward import __version__
 from s3forward.config import Config, ConnectionSettings, Destination
-from s3forward.spool.sqlite import SpoolReader, open_spool_readonly
+from s3forward.spool.base import FileState, SpoolView, StoredFile
+from s3forward.spool.sqlite import open_spool_readonly
 
 if TYPE_CHECKING:
     from s3forward.delivery import Health
@@ -233,11 +234,40 @@ def snapshot(runtime: Runtime, history: History | None = None) -> Snapshot:
 
     Numbers that ``/metrics`` also shows are read from the same registry, so the two agree.
     """
-    with open_spool_readonly(runtime.config.spool.path) as reader:
-        return _live_snapshot(runtime, reader, history)
+    return _live_snapshot(runtime, runtime.spool, history)
 
 
-def _live_snapshot(rt: Runtime, reader: SpoolReader, history: History | None) -> Snapshot:
+def file_facts(f: StoredFile) -> dict[str, Any]:
+    """A stored file as plain data (no payload), for the status page and `spool list`."""
+    return {
+        "id": f.file_id,
+        "connection": f.connection,
+        "key": f.key,
+        "raw_bytes": f.raw_bytes,
+        "stored_bytes": f.stored_bytes,
+        "body_bytes": f.stored_bytes if f.state is FileState.PENDING else 0,
+        "batches": f.batches,
+        "events": f.events,
+        "sealed_at": f.sealed_at,
+        "first_received_ms": f.first_received_ms,
+        "state": str(f.state),
+        "attempts": f.attempts,
+        "next_attempt_at": f.next_attempt_at,
+        "last_error": f.last_error,
+        "delivered_at": f.delivered_at,
+        "content_type": f.content_type,
+        "content_encoding": f.content_encoding,
+    }
+
+
+def _file_lists(reader: SpoolView) -> dict[str, list[dict[str, Any]]]:
+    return {
+        "waiting_files": [file_facts(f) for f in reader.files(FileState.PENDING, RECENT_FILES)],
+        "recent_files": [file_facts(f) for f in reader.files(FileState.DELIVERED, RECENT_FILES)],
+    }
+
+
+def _live_snapshot(rt: Runtime, reader: SpoolView, history: History | None) -> Snapshot:
     now = time.time()
     registry = rt.metrics.registry
     ready, reason = rt.readiness()
@@ -294,10 +324,10 @@ def _live_snapshot(rt: Runtime, reader: SpoolReader, history: History | None) ->
             "path": str(rt.config.spool.path),
             "bytes": rt.engine.spool_bytes,
             "max_bytes": rt.config.spool.max_bytes,
-            **reader.counts(),
+            "schema_version": rt.spool.schema_version(),
+            **reader.counts().as_dict(),
         },
-        "waiting_files": reader.files("pending", RECENT_FILES),
-        "recent_files": reader.files("delivered", RECENT_FILES),
+        **_file_lists(reader),
         "history": {
             "interval_seconds": history.interval if history else None,
             "points": history.points() if history else [],
@@ -389,10 +419,10 @@ def snapshot_from_spool(config: Config) -> Snapshot:
                 "path": str(config.spool.path),
                 "bytes": reader.stored_bytes(),
                 "max_bytes": config.spool.max_bytes,
-                **reader.counts(),
+                "schema_version": reader.schema_version(),
+                **reader.counts().as_dict(),
             },
-            "waiting_files": reader.files("pending", RECENT_FILES),
-            "recent_files": reader.files("delivered", RECENT_FILES),
+            **_file_lists(reader),
             "history": {"interval_seconds": None, "points": []},
         }
 

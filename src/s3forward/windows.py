@@ -28,9 +28,10 @@ import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from s3forward.config import BatchingMode, ConnectionSettings
+from s3forward.mparticle import device_key, session_key
 
 T = TypeVar("T")
 
@@ -42,6 +43,15 @@ GIB = 1024 * MIB
 _COMPACT_SLACK = 64
 
 _HeapEntry = tuple[float, int, str]
+
+
+def group_of(batch: dict[str, Any], input_name: str, mode: BatchingMode) -> str:
+    """The window a batch joins: per input and device, or per input and session."""
+    if mode is BatchingMode.PER_SESSION:
+        session = session_key(batch)
+        if session is not None:
+            return f"{input_name}\x1fsession:{session}"
+    return f"{input_name}\x1f{device_key(batch)}"
 
 
 class SealReason(StrEnum):

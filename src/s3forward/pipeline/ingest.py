@@ -1,0 +1,207 @@
+"""Ingest: durable acceptance of validated batches (implements ``Intake``).
+
+A request's batches become one operation of the writer's next commit: the size cap is checked,
+repeated ``source_request_id``s are skipped (dedup), each new batch is stored once at its
+position with its receive time and ``batch_id`` fixed, and placed in the windows of every
+connection that reads its input. The caller's answer waits for the commit (fsync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import orjson
+
+from s3forward.config import BatchingMode, Config
+from s3forward.errors import SpoolFullError, StoppingError
+from s3forward.intake import SubmitResult
+from s3forward.mparticle import batch_id_for, ends_session
+from s3forward.mparticle.parse import ValidatedBatches
+from s3forward.pipeline.usage import SpoolUsage
+from s3forward.pipeline.windowbook import ConnectionWindows, WindowBook
+from s3forward.pipeline.writer import GroupCommitWriter, Op
+from s3forward.spool.base import SpoolTransaction
+from s3forward.windows import group_of
+
+READY_FRACTION = 0.9
+"""Readiness turns false at this fraction of the spool cap, before ingest starts answering 429."""
+
+
+class _IngestOp:
+    """One accepted request's batches, waiting for the writer's next commit."""
+
+    __slots__ = ("batches", "bodies", "ingest", "input_name", "received_at", "request_ids")
+
+    def __init__(
+        self,
+        ingest: Ingest,
+        input_name: str,
+        batches: list[dict[str, Any]],
+        bodies: list[bytes],
+        received_at: float,
+    ) -> None:
+        self.ingest = ingest
+        self.input_name = input_name
+        self.batches = batches
+        self.bodies = bodies
+        self.received_at = received_at
+        self.request_ids = [
+            rid if isinstance(rid := b.get("source_request_id"), str) and rid else None
+            for b in batches
+        ]
+
+    def __call__(self, txn: SpoolTransaction, now: float) -> SubmitResult:
+        return self.ingest._apply(self, txn, now)
+
+
+class Ingest:
+    """Cap, dedup and placement of accepted batches; a participant of every writer commit."""
+
+    def __init__(
+        self,
+        config: Config,
+        writer: GroupCommitWriter,
+        book: WindowBook,
+        usage: SpoolUsage,
+        *,
+        rng: random.Random,
+    ) -> None:
+        self.config = config
+        self.writer = writer
+        self.book = book
+        self.usage = usage
+        self.rng = rng
+        self.stopping = threading.Event()
+        self._known: dict[str, set[str]] = {}
+
+    # ---------------------------------------------------------------- Intake
+
+    async def submit(
+        self, input_name: str, batches: list[dict[str, Any]], *, received_at: float
+    ) -> SubmitResult:
+        result: SubmitResult = await asyncio.wrap_future(
+            self._enqueue(input_name, batches, received_at)
+        )
+        return result
+
+    def submit_sync(
+        self, input_name: str, batches: list[dict[str, Any]], *, received_at: float
+    ) -> SubmitResult:
+        result: SubmitResult = self._enqueue(input_name, batches, received_at).result()
+        return result
+
+    def ready(self) -> tuple[bool, str]:
+        if self.stopping.is_set():
+            return False, "shutting down"
+        if self.writer.last_error is not None:
+            return False, self.writer.last_error
+        cap = self.config.spool.max_bytes
+        if self.usage.bytes >= cap * READY_FRACTION:
+            return False, (
+                f"spool holds {self.usage.bytes} bytes, {READY_FRACTION:.0%} of its "
+                f"{cap}-byte cap or more: delivery is behind"
+            )
+        return True, "ok"
+
+    def _enqueue(
+        self, input_name: str, batches: list[dict[str, Any]], received_at: float
+    ) -> Future[SubmitResult]:
+        if self.stopping.is_set():
+            raise StoppingError("s3forward is shutting down and takes no new data")
+        if input_name not in self.config.inputs:
+            raise ValueError(f"unknown input {input_name!r}")
+        if isinstance(batches, ValidatedBatches) and len(batches.encoded) == len(batches):
+            bodies = batches.encoded  # serialised once already, by validation
+        else:
+            bodies = [orjson.dumps(b) for b in batches]
+        return self.writer.submit(_IngestOp(self, input_name, batches, bodies, received_at))
+
+    # ---------------------------------------------------------------- in the writer
+
+    def before_ops(self, txn: SpoolTransaction, now: float, ops: list[Op]) -> None:
+        """Read the dedup index once per input for every request id of this commit."""
+        wanted: dict[str, set[str]] = {}
+        for op in ops:
+            if isinstance(op, _IngestOp):
+                ids = wanted.setdefault(op.input_name, set())
+                ids.update(rid for rid in op.request_ids if rid is not None)
+        self._known = {name: txn.known_requests(name, ids) for name, ids in wanted.items()}
+
+    def after_ops(self, txn: SpoolTransaction, now: float) -> None:
+        self._known = {}
+
+    def next_wakeup(self, now: float) -> float | None:
+        return None
+
+    def _apply(self, op: _IngestOp, txn: SpoolTransaction, now: float) -> SubmitResult:
+        incoming = sum(len(b) for b in op.bodies)
+        cap = self.config.spool.max_bytes
+        if self.usage.bytes + incoming > cap:
+            raise SpoolFullError(
+                f"the spool is full ({self.usage.bytes} of {cap} bytes); "
+                "delivery is behind, retry later",
+                retry_after=self.config.spool.retry_after,
+            )
+        received_ms = int(op.received_at * 1000)
+        connections = self.book.for_input(op.input_name)
+        seen = self._known.setdefault(op.input_name, set())
+        stored = duplicates = 0
+        for batch, body, request_id in zip(op.batches, op.bodies, op.request_ids, strict=True):
+            if request_id is not None:
+                if request_id in seen:
+                    duplicates += 1
+                    continue
+                seen.add(request_id)
+                txn.remember_request(op.input_name, request_id, now)
+            self._store(txn, now, op.input_name, batch, body, received_ms, connections)
+            stored += 1
+            self.usage.bytes += len(body)
+        return SubmitResult(stored=stored, duplicates=duplicates)
+
+    def _store(
+        self,
+        txn: SpoolTransaction,
+        now: float,
+        input_name: str,
+        batch: dict[str, Any],
+        body: bytes,
+        received_ms: int,
+        connections: list[ConnectionWindows],
+    ) -> None:
+        events = batch.get("events") or []
+        plan: list[tuple[ConnectionWindows, list[int | None]]] = []
+        for state in connections:
+            if state.settings.batching_mode is BatchingMode.PER_EVENT and events:
+                plan.append((state, list(range(len(events)))))
+            else:
+                plan.append((state, [None]))
+        refs = sum(len(indexes) for _, indexes in plan)
+        position = txn.append_batch(
+            input_name, received_ms, batch_id_for(batch, self.rng), body, refs
+        )
+        for state, indexes in plan:
+            mode = state.settings.batching_mode
+            for index in indexes:
+                if index is None:
+                    group = group_of(batch, input_name, mode)
+                    size = len(body)
+                    closes = mode is BatchingMode.PER_SESSION and ends_session(batch)
+                else:
+                    group = f"{input_name}\x1fevent:{position}:{index}"
+                    size = len(orjson.dumps(events[index]))
+                    closes = False
+                self.book.place(
+                    txn,
+                    now,
+                    state,
+                    group=group,
+                    input_name=input_name,
+                    position=position,
+                    event_index=index,
+                    size=size,
+                    ends_session=closes,
+                )
