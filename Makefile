@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint typecheck bench bench-load clean
+.PHONY: setup run test test-fast lint typecheck bench bench-load clean
 
 $(BIN)/s3forward: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,8 +23,12 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: setup lint typecheck
-	$(BIN)/pytest
+# The in-process tiers (doubles, no server processes): under a minute, run first.
+test-fast: setup
+	$(BIN)/pytest -m "not server and not browser" -q
+
+test: setup lint typecheck test-fast
+	$(BIN)/pytest -m "server or browser"
 
 bench: setup
 	$(BIN)/python bench/core.py

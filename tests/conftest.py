@@ -50,6 +50,18 @@ FAKE_AWS_ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
 _STARTUP_TIMEOUT = 30.0
+_SERVER_FIXTURES = {"moto_server", "start_service", "fault_proxy"}
+_SERVER_DIRS = {"e2e", "aws", "ops"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts a server process (moto, s3forward) with ``server``, so
+    that ``make test-fast`` (``-m "not server"``) runs the in-process tiers only."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        in_server_dir = _SERVER_DIRS & set(Path(str(item.path)).parts)
+        if fixtures & _SERVER_FIXTURES or in_server_dir:
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture(scope="session", autouse=True)
