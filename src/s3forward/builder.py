@@ -23,17 +23,11 @@ from dataclasses import dataclass
 import orjson
 
 from s3forward.config import ConnectionSettings
-from s3forward.errors import S3ForwardError
+from s3forward.errors import BuilderError
 from s3forward.files import BuiltFile, FileItem, build_file
 from s3forward.spool.base import SpoolView
 
 ViewFactory = Callable[[], SpoolView]
-
-
-class BuilderError(S3ForwardError):
-    """Building files failed for a reason outside the data (the worker process died)."""
-
-    transient = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,22 +1,34 @@
 """The exception tree of s3forward.
 
-Every error raised on purpose by s3forward derives from ``S3ForwardError``::
+Every error raised on purpose by s3forward derives from ``S3ForwardError``. Each class says in
+one way whether trying again later can help: ``transient`` is True (retry, answer 429/503) or
+False (terminal: the input, the config or an operator must change something)::
 
-    S3ForwardError
-    ├── ConfigError             the config file or a CLI option is wrong (lists every problem)
-    ├── InputError              inbound data is wrong; carries ``Problem`` items
-    │   ├── BatchValidationError    a batch or request body does not match the Events API
-    │   └── PayloadTooLargeError    a batch or request is over its size limit
-    ├── SinkError               writing to a destination failed
-    │   ├── TransientSinkError      worth retrying soon (5xx, SlowDown, timeouts, resets)
-    │   └── PermanentSinkError      needs an operator (AccessDenied, NoSuchBucket, bad keys)
-    ├── KeyTakenError           a different object already holds the chosen key
-    ├── SpoolError              the durable buffer cannot take more data
-    │   ├── SpoolFullError          over its size cap: ask clients to retry later (429)
-    │   ├── SpoolUnavailableError   disk full, unwritable or unreadable (503)
-    │   ├── SpoolVersionError       the spool was written by a newer s3forward (terminal)
-    │   └── FencedError             a newer owner took the log over: this writer must stop
-    └── StoppingError           the service is shutting down (503)
+    S3ForwardError                          transient?
+    ├── ConfigError                         no   the config file or a CLI option is wrong
+    ├── InputError                          no   inbound data is wrong; carries ``Problem`` items
+    │   ├── BatchValidationError            no     not an Events API batch (400)
+    │   └── PayloadTooLargeError            no     over a size limit (413)
+    ├── AuthenticationError                 no   no valid input credentials
+    │   ├── MissingCredentials              no     no Authorization header (401)
+    │   └── BadCredentials                  no     malformed or unknown credentials (403)
+    ├── HttpError                           no   refused by the HTTP layer before the pipeline
+    │   ├── RouteNotFound                   no     404
+    │   ├── MethodNotAllowed                no     405
+    │   ├── UnsupportedMediaType            no     415
+    │   ├── BodyTimeout                     yes    408: the body came too slowly
+    │   └── ClientDisconnected              yes    the client went away; nobody to answer
+    ├── SinkError                           -    writing to a destination failed
+    │   ├── TransientSinkError              yes    5xx, SlowDown, timeouts, resets
+    │   └── PermanentSinkError              no     AccessDenied, NoSuchBucket, bad keys
+    ├── KeyTakenError                       yes  a different object holds the key: new digits
+    ├── BuilderError                        yes  the file-building process died (restarted)
+    ├── SpoolError                          -    the durable buffer cannot take more data
+    │   ├── SpoolFullError                  yes    over its size cap (429 + Retry-After)
+    │   ├── SpoolUnavailableError           yes    disk full, unwritable, unreadable (503)
+    │   ├── SpoolVersionError               no     written by a newer s3forward
+    │   └── FencedError                     no     a newer owner took the log over
+    └── StoppingError                       yes  the service is shutting down (503)
 
 Third-party exceptions (botocore, sqlite3, gzip) are translated into this tree where they are
 caught, so that callers never import them. Messages say what was received, where, and what was
@@ -25,11 +37,15 @@ expected; they never contain secrets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
 class S3ForwardError(Exception):
     """Base of every error s3forward raises on purpose."""
+
+    transient: bool = False
+    """Whether the same operation may succeed later without anyone changing anything."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +116,8 @@ class PermanentSinkError(SinkError):
 class KeyTakenError(S3ForwardError):
     """A different object already exists under the key chosen for a file."""
 
+    transient = True
+
     def __init__(self, key: str) -> None:
         super().__init__(f"object key {key!r} already holds a different object")
         self.key = key
@@ -112,6 +130,8 @@ class SpoolError(S3ForwardError):
 class SpoolFullError(SpoolError):
     """The spool is over its size cap; clients should retry after ``retry_after`` seconds."""
 
+    transient = True
+
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
@@ -119,6 +139,8 @@ class SpoolFullError(SpoolError):
 
 class SpoolUnavailableError(SpoolError):
     """The spool cannot write (disk full, read-only, I/O error). Nothing accepted is harmed."""
+
+    transient = True
 
 
 class SpoolVersionError(SpoolError):
@@ -135,3 +157,55 @@ class FencedError(SpoolError):
 
 class StoppingError(S3ForwardError):
     """The service is shutting down and takes no new data (503)."""
+
+    transient = True
+
+
+class BuilderError(S3ForwardError):
+    """Building files failed for a reason outside the data (the worker process died)."""
+
+    transient = True
+
+
+class AuthenticationError(S3ForwardError):
+    """The request does not carry valid credentials of an input."""
+
+
+class MissingCredentials(AuthenticationError):
+    """No ``Authorization`` header (answer 401 with ``WWW-Authenticate``)."""
+
+
+class BadCredentials(AuthenticationError):
+    """An ``Authorization`` header that is malformed or names no input (answer 403)."""
+
+
+class HttpError(S3ForwardError):
+    """A request the HTTP layer refuses before it reaches the pipeline."""
+
+
+class RouteNotFound(HttpError):
+    """No route has this path (404)."""
+
+
+class MethodNotAllowed(HttpError):
+    """The path exists but not with this method (405, ``Allow`` lists the methods)."""
+
+    def __init__(self, message: str, *, allow: Sequence[str]) -> None:
+        super().__init__(message)
+        self.allow = tuple(allow)
+
+
+class UnsupportedMediaType(HttpError):
+    """The body's Content-Type is not JSON-like (415)."""
+
+
+class BodyTimeout(HttpError):
+    """The client did not send its whole body within the body timeout (408)."""
+
+    transient = True
+
+
+class ClientDisconnected(HttpError):
+    """The client went away before the body was read; there is no one to answer."""
+
+    transient = True

@@ -25,7 +25,7 @@ from s3forward.api.server import make_uvicorn_server
 from s3forward.api.status_page import status_routes
 from s3forward.clock import Clock, SystemClock
 from s3forward.config import Config
-from s3forward.delivery import Delivery
+from s3forward.delivery import Delivery, Health
 from s3forward.engine import Engine
 from s3forward.metrics import Metrics
 from s3forward.sinks import make_sink
@@ -64,6 +64,16 @@ class Runtime:
         if failing:
             return False, "; ".join(failing)
         return True, "ok"
+
+    def health(self) -> dict[str, Health]:
+        return self.delivery.health()
+
+    def open_window_counts(self) -> dict[str, int]:
+        return self.engine.open_window_counts()
+
+    @property
+    def spool_bytes(self) -> int:
+        return self.engine.spool_bytes
 
     def refresh_gauges(self) -> None:
         now = time.time()

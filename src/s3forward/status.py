@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -32,9 +32,29 @@ from s3forward.spool.sqlite import open_spool_readonly
 
 if TYPE_CHECKING:
     from s3forward.delivery import Health
-    from s3forward.service import Runtime
+    from s3forward.metrics import Metrics
+    from s3forward.spool.base import Spool
 
 Snapshot = dict[str, Any]
+
+
+class RunningService(Protocol):
+    """What a snapshot reads of a running service (``service.Runtime`` is one)."""
+
+    config: Config
+    spool: Spool
+    metrics: Metrics
+    started_at: float
+
+    def readiness(self) -> tuple[bool, str]: ...
+
+    def health(self) -> Mapping[str, Health]: ...
+
+    def open_window_counts(self) -> dict[str, int]: ...
+
+    @property
+    def spool_bytes(self) -> int: ...
+
 
 RECENT_FILES = 20
 """How many of the last delivered files and of the waiting files a snapshot lists."""
@@ -229,7 +249,7 @@ class History:
 # Snapshot of a running service
 
 
-def snapshot(runtime: Runtime, history: History | None = None) -> Snapshot:
+def snapshot(runtime: RunningService, history: History | None = None) -> Snapshot:
     """The facts about a running service. Reads the spool; call it off the event loop.
 
     Numbers that ``/metrics`` also shows are read from the same registry, so the two agree.
@@ -267,13 +287,13 @@ def _file_lists(reader: SpoolView) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def _live_snapshot(rt: Runtime, reader: SpoolView, history: History | None) -> Snapshot:
+def _live_snapshot(rt: RunningService, reader: SpoolView, history: History | None) -> Snapshot:
     now = time.time()
     registry = rt.metrics.registry
     ready, reason = rt.readiness()
-    health = rt.delivery.health()
+    health = rt.health()
     pending = reader.pending_by_connection()
-    open_counts = rt.engine.open_window_counts()
+    open_counts = rt.open_window_counts()
     oldest = _by_first_label(sample_values(registry, "s3forward_oldest_undelivered_age_seconds"))
     delivered = _by_first_label(sample_values(registry, "s3forward_files_delivered_total"))
     delivered_bytes = _by_first_label(sample_values(registry, "s3forward_bytes_delivered_total"))
@@ -322,7 +342,7 @@ def _live_snapshot(rt: Runtime, reader: SpoolView, history: History | None) -> S
         "connections": connections,
         "spool": {
             "path": str(rt.config.spool.path),
-            "bytes": rt.engine.spool_bytes,
+            "bytes": rt.spool_bytes,
             "max_bytes": rt.config.spool.max_bytes,
             "schema_version": rt.spool.schema_version(),
             **reader.counts().as_dict(),

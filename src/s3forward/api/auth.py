@@ -14,20 +14,7 @@ from base64 import b64decode
 from collections.abc import Mapping
 
 from s3forward.config import InputSettings
-from s3forward.errors import S3ForwardError
-
-
-class AuthenticationError(S3ForwardError):
-    """The request does not carry valid credentials of an input."""
-
-
-class MissingCredentials(AuthenticationError):
-    """No ``Authorization`` header (answer 401 with ``WWW-Authenticate``)."""
-
-
-class BadCredentials(AuthenticationError):
-    """An ``Authorization`` header that is malformed or names no input (answer 403)."""
-
+from s3forward.errors import AuthenticationError, BadCredentials, MissingCredentials
 
 INVALID_CREDENTIALS = "invalid API key or secret"
 MISSING_CREDENTIALS = "credentials required: HTTP Basic auth with the input's API key and secret"

@@ -18,12 +18,17 @@ import orjson
 
 from s3forward.api.auth import BadCredentials, MissingCredentials
 from s3forward.errors import (
+    BodyTimeout,
+    ClientDisconnected,
+    HttpError,
     InputError,
+    MethodNotAllowed,
     PayloadTooLargeError,
-    S3ForwardError,
+    RouteNotFound,
     SpoolFullError,
     SpoolUnavailableError,
     StoppingError,
+    UnsupportedMediaType,
 )
 
 JSON = b"application/json"
@@ -46,38 +51,6 @@ def json_response(status: int, data: object, headers: Headers | None = None) -> 
 
 ACCEPTED_BODY = b"{}"
 """mParticle answers 202 with an empty body; ours is ``{}`` so that every body parses as JSON."""
-
-
-# --------------------------------------------------------------------------------------------
-# Errors raised by the HTTP layer itself (the pipeline's own errors live in s3forward.errors).
-
-
-class HttpError(S3ForwardError):
-    """A request the HTTP layer refuses before it reaches the pipeline."""
-
-
-class RouteNotFound(HttpError):
-    """No route has this path (404)."""
-
-
-class MethodNotAllowed(HttpError):
-    """The path exists but not with this method (405, ``Allow`` lists the methods)."""
-
-    def __init__(self, message: str, *, allow: Sequence[str]) -> None:
-        super().__init__(message)
-        self.allow = tuple(allow)
-
-
-class UnsupportedMediaType(HttpError):
-    """The body's Content-Type is not JSON-like (415)."""
-
-
-class BodyTimeout(HttpError):
-    """The client did not send its whole body within the body timeout (408)."""
-
-
-class ClientDisconnected(HttpError):
-    """The client went away before the body was read; there is no one to answer."""
 
 
 # --------------------------------------------------------------------------------------------
