@@ -15,7 +15,7 @@ ROW = re.compile(r"^\s*[│├└─\s]*(\w+)\s+(yes|no|-)\s", re.MULTILINE)
 
 
 def documented() -> dict[str, str]:
-    return {name: flag for name, flag in ROW.findall(errors.__doc__ or "")}
+    return dict(ROW.findall(errors.__doc__ or ""))
 
 
 def test_every_s3forward_exception_is_in_the_documented_tree_with_its_transient_flag() -> None:
