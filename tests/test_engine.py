@@ -162,9 +162,11 @@ def test_the_dedup_index_survives_a_restart(harness: Harness) -> None:
 
 
 def test_ingest_past_the_spool_cap_raises_spool_full_and_stores_nothing(tmp_path: Path) -> None:
-    """Over max_bytes the submit fails with a retry hint and the spool is unchanged."""
+    """Over max_bytes the submit fails with a retry hint and the spool is unchanged.
+
+    Each 320 KB batch counts twice: its body, and the file it will become."""
     config = make_config(tmp_path)
-    config = replace(config, spool=replace(config.spool, max_bytes=1024 * 1024, retry_after=7))
+    config = replace(config, spool=replace(config.spool, max_bytes=2 * 1024 * 1024, retry_after=7))
     h = Harness(config)
     try:
         big = batch("d1", "big", user_attributes={"pad": "x" * 320_000})
@@ -249,13 +251,13 @@ def test_a_stopping_engine_refuses_new_batches(harness: Harness) -> None:
 
 def test_delivered_files_release_their_bytes(harness: Harness) -> None:
     """Marking a file delivered drops its body and its share of the spool size."""
-    harness.submit(batch("d1", "a"))
+    harness.submit(batch("d1", "a", user_attributes={"pad": "p" * 40_000}))
     harness.tick(601)
     stored = harness.spool.files(limit=1)[0]
     before = harness.engine.spool_bytes
-    assert before > 0
+    assert before > 40_000
     harness.engine.ledger.delivered(stored.file_id)
-    assert harness.engine.spool_bytes == 0
+    assert harness.engine.spool_bytes == harness.spool.footprint_bytes() < before - 30_000
     assert harness.spool.file_body(stored.file_id) is None
     assert harness.spool.stored_bytes() == 0
 
@@ -332,3 +334,45 @@ def test_sealed_windows_of_a_removed_connection_do_not_block_the_others(tmp_path
         assert len(again.spool.sealed_windows()) == 20, "the removed connection's data is kept"
     finally:
         again.close()
+
+
+def _spool_footprint(spool: SqliteSpool) -> int:
+    """Bytes the database file uses (pages in use; free pages are reused, not counted)."""
+    conn = spool._writer
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
+@pytest.mark.parametrize("send_as_batch", [False, True], ids=["per_event", "per_device"])
+def test_the_spool_cap_bounds_batches_windows_and_built_files_within_5_percent(
+    tmp_path: Path, send_as_batch: bool
+) -> None:
+    """Filled until 429 with undelivered files (no compression, fat envelopes that per-event
+    mode repeats on every event's line), the spool never holds more than its cap + 5%."""
+    cap = 4 * 1024 * 1024
+    config = make_config(tmp_path, send_as_batch=send_as_batch, use_compression=False)
+    config = replace(config, spool=replace(config.spool, max_bytes=cap))
+    h = Harness(config)
+    try:
+        refused = False
+        for n in range(2000):
+            fat = batch(f"d{n % 50}", "e", user_attributes={"pad": "x" * 3000})
+            fat["events"] = fat["events"] * 10
+            try:
+                h.submit(fat)
+            except SpoolFullError:
+                refused = True
+                break
+            if n % 20 == 0:
+                h.tick(601)  # seal and build what is due, so built files pile up too
+        assert refused, "the cap was never reached"
+        h.tick(601)
+        assert h.spool.counts().pending_files > 0
+        footprint = _spool_footprint(h.spool)
+        assert footprint <= cap * 1.05, f"{footprint} bytes held for a {cap}-byte cap"
+        assert footprint >= cap * 0.5, "the cap refuses long before the spool is full"
+        assert h.engine.spool_bytes <= cap
+    finally:
+        h.close()

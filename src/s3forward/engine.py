@@ -60,7 +60,7 @@ class Engine:
             self.clock,
             reload=self.load,
             participants=participants,
-            on_commit=self._update_gauges,
+            on_commit=self._committed,
         )
         self.builds = BuildLoop(
             config,
@@ -79,15 +79,22 @@ class Engine:
         )
         self.ingest = Ingest(config, self.writer, self.book, self.usage, rng=rng)
         participants += [self.ingest, self.book, SpoolUpkeep(config.spool)]
-        self.ledger = DeliveryLedger(spool, self.writer, self.usage)
+        self.ledger = DeliveryLedger(spool, self.writer)
 
     # ---------------------------------------------------------------- lifecycle
 
     def load(self) -> None:
         """Read the windows and the spool's size from the spool; all or nothing."""
-        stored_bytes = self.spool.stored_bytes()
+        windows = self.spool.open_windows() + self.spool.sealed_windows(limit=2**62)
+        unbuilt = sum(w.bytes for w in windows)
+        footprint = self.spool.footprint_bytes()
         self.book.load(self.spool)
-        self.usage.bytes = stored_bytes
+        self.usage.unbuilt = unbuilt
+        self.usage.committed(footprint)
+        self._update_gauges()
+
+    def _committed(self) -> None:
+        self.usage.committed(self.spool.footprint_bytes())
         self._update_gauges()
 
     def _update_gauges(self) -> None:

@@ -20,7 +20,7 @@ from s3forward.config import Config
 from s3forward.errors import S3ForwardError
 from s3forward.files import BuiltFile
 from s3forward.metrics import Metrics
-from s3forward.pipeline.usage import SpoolUsage
+from s3forward.pipeline.usage import SpoolUsage, on_disk
 from s3forward.pipeline.writer import GroupCommitWriter, Op
 from s3forward.spool.base import NewFile, SpoolTransaction, SpoolView, StoredWindow
 
@@ -161,7 +161,7 @@ class BuildLoop:
         self, txn: SpoolTransaction, now: float, window: StoredWindow, built: BuiltFile
     ) -> None:
         obj = built.obj
-        file_id, released = txn.store_file(
+        file_id, _released = txn.store_file(
             NewFile(
                 connection=window.connection,
                 window_id=window.window_id,
@@ -177,7 +177,9 @@ class BuildLoop:
                 first_received_ms=built.first_received_ms,
             )
         )
-        self.usage.bytes += len(obj.body) - released
+        # The file's bytes replace the projection its window's items were counted at.
+        self.usage.unbuilt -= window.bytes
+        self.usage.added += on_disk(len(obj.body))
         name = window.connection
         self.writer.after_commit(lambda: self._count_stored(name, built))
         log.info(

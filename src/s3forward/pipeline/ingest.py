@@ -21,7 +21,7 @@ from s3forward.errors import SpoolFullError, StoppingError
 from s3forward.intake import SubmitResult
 from s3forward.mparticle import batch_id_for, ends_session
 from s3forward.mparticle.parse import ValidatedBatches
-from s3forward.pipeline.usage import SpoolUsage
+from s3forward.pipeline.usage import SpoolUsage, on_disk
 from s3forward.pipeline.windowbook import ConnectionWindows, WindowBook
 from s3forward.pipeline.writer import GroupCommitWriter, Op
 from s3forward.spool.base import SpoolTransaction
@@ -29,6 +29,11 @@ from s3forward.windows import group_of
 
 READY_FRACTION = 0.9
 """Readiness turns false at this fraction of the spool cap, before ingest starts answering 429."""
+
+LINE_OVERHEAD = 320
+"""Bytes the outbound form may add to a batch's line (message_id, message_type, schema_version,
+the receive time, a generated batch_id, the identity array form, unique_id), counted ahead so
+that the spool cap covers the files still to be built, not only the batches."""
 
 
 class _IngestOp:
@@ -138,7 +143,12 @@ class Ingest:
         return None
 
     def _apply(self, op: _IngestOp, txn: SpoolTransaction, now: float) -> SubmitResult:
-        incoming = sum(len(b) for b in op.bodies)
+        connections = self.book.for_input(op.input_name)
+        sizes = [self._event_sizes(b.get("events") or [], connections) for b in op.batches]
+        incoming = sum(
+            on_disk(len(body)) + self._projected(body, event_sizes, connections)
+            for body, event_sizes in zip(op.bodies, sizes, strict=True)
+        )
         cap = self.config.spool.max_bytes
         if self.usage.bytes + incoming > cap:
             raise SpoolFullError(
@@ -147,19 +157,22 @@ class Ingest:
                 retry_after=self.config.spool.retry_after,
             )
         received_ms = int(op.received_at * 1000)
-        connections = self.book.for_input(op.input_name)
         seen = self._known.setdefault(op.input_name, set())
         stored = duplicates = 0
-        for batch, body, request_id in zip(op.batches, op.bodies, op.request_ids, strict=True):
+        for batch, body, request_id, event_sizes in zip(
+            op.batches, op.bodies, op.request_ids, sizes, strict=True
+        ):
             if request_id is not None:
                 if request_id in seen:
                     duplicates += 1
                     continue
                 seen.add(request_id)
                 txn.remember_request(op.input_name, request_id, now)
-            self._store(txn, now, op.input_name, batch, body, received_ms, connections)
+            self.usage.added += on_disk(len(body))
+            self.usage.unbuilt += self._store(
+                txn, now, op.input_name, batch, body, event_sizes, received_ms, connections
+            )
             stored += 1
-            self.usage.bytes += len(body)
         return SubmitResult(stored=stored, duplicates=duplicates)
 
     def _store(
@@ -169,9 +182,11 @@ class Ingest:
         input_name: str,
         batch: dict[str, Any],
         body: bytes,
+        event_sizes: list[int],
         received_ms: int,
         connections: list[ConnectionWindows],
-    ) -> None:
+    ) -> int:
+        """Store one batch and place it; returns the projected bytes of its window items."""
         events = batch.get("events") or []
         plan: list[tuple[ConnectionWindows, list[int | None]]] = []
         for state in connections:
@@ -183,17 +198,19 @@ class Ingest:
         position = txn.append_batch(
             input_name, received_ms, batch_id_for(batch, self.rng), body, refs
         )
+        projected = 0
         for state, indexes in plan:
             mode = state.settings.batching_mode
             for index in indexes:
                 if index is None:
                     group = group_of(batch, input_name, mode)
-                    size = len(body)
+                    size = on_disk(len(body) + LINE_OVERHEAD)
                     closes = mode is BatchingMode.PER_SESSION and ends_session(batch)
                 else:
                     group = f"{input_name}\x1fevent:{position}:{index}"
-                    size = len(orjson.dumps(events[index]))
+                    size = _one_event_line(len(body), event_sizes, index)
                     closes = False
+                projected += size
                 self.book.place(
                     txn,
                     now,
@@ -205,3 +222,30 @@ class Ingest:
                     size=size,
                     ends_session=closes,
                 )
+        return projected
+
+    @staticmethod
+    def _event_sizes(events: list[Any], connections: list[ConnectionWindows]) -> list[int]:
+        if not events or all(
+            c.settings.batching_mode is not BatchingMode.PER_EVENT for c in connections
+        ):
+            return []
+        return [len(orjson.dumps(e)) for e in events]
+
+    @staticmethod
+    def _projected(body: bytes, sizes: list[int], connections: list[ConnectionWindows]) -> int:
+        """The bytes the files still to be built from a batch may take (an upper estimate)."""
+        total = 0
+        for state in connections:
+            if sizes and state.settings.batching_mode is BatchingMode.PER_EVENT:
+                total += sum(_one_event_line(len(body), sizes, i) for i in range(len(sizes)))
+            else:
+                total += on_disk(len(body) + LINE_OVERHEAD)
+        return total
+
+
+def _one_event_line(body_bytes: int, event_sizes: list[int], index: int) -> int:
+    """The size of event ``index``'s own line: the batch's envelope plus that one event."""
+    events_bytes = sum(event_sizes) + len(event_sizes) + 1  # "[", "]" and the commas
+    envelope = max(0, body_bytes - events_bytes)
+    return on_disk(envelope + event_sizes[index] + 2 + LINE_OVERHEAD)

@@ -6,16 +6,14 @@ Reads (which files are due, a file's body) go straight to the spool's view; ever
 
 from __future__ import annotations
 
-from s3forward.pipeline.usage import SpoolUsage
 from s3forward.pipeline.writer import GroupCommitWriter
-from s3forward.spool.base import SpoolTransaction, SpoolView, StoredFile
+from s3forward.spool.base import SpoolView, StoredFile
 
 
 class DeliveryLedger:
-    def __init__(self, view: SpoolView, writer: GroupCommitWriter, usage: SpoolUsage) -> None:
+    def __init__(self, view: SpoolView, writer: GroupCommitWriter) -> None:
         self.view = view
         self.writer = writer
-        self.usage = usage
 
     def due_files(self, connection: str, now: float, limit: int) -> list[StoredFile]:
         return self.view.due_files(connection, now, limit)
@@ -24,10 +22,8 @@ class DeliveryLedger:
         return self.view.file_body(file_id)
 
     def delivered(self, file_id: int) -> None:
-        def apply(txn: SpoolTransaction, now: float) -> None:
-            self.usage.bytes -= txn.mark_delivered(file_id, now)
-
-        self.writer.run(apply)
+        # The freed pages leave ``usage`` when the commit measures the footprint again.
+        self.writer.run(lambda txn, now: txn.mark_delivered(file_id, now))
 
     def failed(self, file_id: int, next_attempt_at: float, error: str) -> None:
         self.writer.run(lambda txn, now: txn.mark_attempt_failed(file_id, next_attempt_at, error))

@@ -67,6 +67,8 @@ class GroupCommitWriter:
         participants: list[CommitParticipant],
         on_commit: Callable[[], None] | None = None,
     ) -> None:
+        """``on_commit`` runs after every successful commit, before its callers are answered
+        (keep it cheap: the spool's usage and gauges)."""
         self.spool = spool
         self.clock = clock
         self._reload_state = reload
@@ -202,13 +204,16 @@ class GroupCommitWriter:
             return
         self.last_error = None
         after, self._after_commit = self._after_commit, []
+        if self._on_commit is not None:
+            try:
+                self._on_commit()  # first, so callers see the state their commit made
+            except Exception:
+                log.exception("after-commit bookkeeping failed")
         for pending, value, error in results:
             if error is not None:
                 pending.future.set_exception(error)
             else:
                 pending.future.set_result(value)
-        if self._on_commit is not None:
-            after.append(self._on_commit)
         for action in after:  # metrics and wake-ups: never at the expense of an answer
             try:
                 action()

@@ -274,6 +274,11 @@ class SpoolView(Protocol):
         """Bytes of data held: batch bodies plus undelivered file bodies."""
         ...
 
+    def footprint_bytes(self) -> int:
+        """What the spool takes in its storage now, overheads included (SQLite: the pages in
+        use; free pages are reused and not counted). The spool cap is compared with this."""
+        ...
+
     def counts(self) -> SpoolCounts: ...
 
     def oldest_pending(self) -> dict[str, float]:

@@ -347,6 +347,9 @@ class MemorySpool:
                 len(body) for body in self.state.bodies.values()
             )
 
+    def footprint_bytes(self) -> int:
+        return self.stored_bytes()
+
     def counts(self) -> SpoolCounts:
         with self._lock:
             windows = self.state.windows.values()

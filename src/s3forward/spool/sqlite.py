@@ -273,6 +273,12 @@ class SqliteView:
         )[0][0]
         return int(batches) + int(files)
 
+    def footprint_bytes(self) -> int:
+        pages = self._rows("PRAGMA page_count")[0][0]
+        free = self._rows("PRAGMA freelist_count")[0][0]
+        size = self._rows("PRAGMA page_size")[0][0]
+        return int((pages - free) * size)
+
     def counts(self) -> SpoolCounts:
         open_w, sealed_w = self._rows(
             "SELECT COALESCE(SUM(sealed_at IS NULL), 0), COALESCE(SUM(sealed_at IS NOT NULL), 0) "
