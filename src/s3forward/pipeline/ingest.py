@@ -82,6 +82,8 @@ class Ingest:
         self.rng = rng
         self.stopping = threading.Event()
         self._known: dict[str, set[str]] = {}
+        self._refused_bytes = 0
+        """The size of the last request refused for the cap: not ready while it would not fit."""
 
     # ---------------------------------------------------------------- Intake
 
@@ -105,10 +107,11 @@ class Ingest:
         if self.writer.last_error is not None:
             return False, self.writer.last_error
         cap = self.config.spool.max_bytes
-        if self.usage.bytes >= cap * READY_FRACTION:
+        held = self.usage.bytes
+        if held >= cap * READY_FRACTION or held + self._refused_bytes > cap:
             return False, (
-                f"spool holds {self.usage.bytes} bytes, {READY_FRACTION:.0%} of its "
-                f"{cap}-byte cap or more: delivery is behind"
+                f"spool holds {held} bytes, {held / cap:.0%} of its {cap}-byte cap: "
+                "delivery is behind"
             )
         return True, "ok"
 
@@ -151,11 +154,13 @@ class Ingest:
         )
         cap = self.config.spool.max_bytes
         if self.usage.bytes + incoming > cap:
+            self._refused_bytes = incoming
             raise SpoolFullError(
                 f"the spool is full ({self.usage.bytes} of {cap} bytes); "
                 "delivery is behind, retry later",
                 retry_after=self.config.spool.retry_after,
             )
+        self._refused_bytes = 0
         received_ms = int(op.received_at * 1000)
         seen = self._known.setdefault(op.input_name, set())
         stored = duplicates = 0
