@@ -40,7 +40,13 @@ from s3forward.errors import (
 from s3forward.files import BuiltFile
 from s3forward.intake import SubmitResult
 from s3forward.metrics import Metrics
-from s3forward.mparticle import batch_id_for, device_key, ends_session, session_key
+from s3forward.mparticle import (
+    batch_id_for,
+    device_key,
+    ends_session,
+    session_key,
+    split_by_session,
+)
 from s3forward.mparticle.parse import ValidatedBatches
 from s3forward.spool.sqlite import SqliteSpool, StoredWindow, WriteSet
 from s3forward.windows import OpenWindow, Sealed, SealReason, Windower, WindowPolicy
@@ -336,9 +342,10 @@ class Engine:
                     continue
                 seen.add(request_id)
                 self._writes.requests.append((op.input_name, request_id, now))
-            self._store_batch(now, op.input_name, batch, body, received_ms, connections)
+            self._spool_bytes += self._store_batch(
+                now, op.input_name, batch, body, received_ms, connections
+            )
             stored += 1
-            self._spool_bytes += len(body)
         return SubmitResult(stored=stored, duplicates=duplicates)
 
     def _store_batch(
@@ -349,8 +356,26 @@ class Engine:
         body: bytes,
         received_ms: int,
         connections: list[_ConnectionState],
-    ) -> None:
-        batch_id = batch_id_for(batch, self.rng)
+        batch_id: int | None = None,
+    ) -> int:
+        """Place one batch in every connection's window; returns the body bytes it stored."""
+        if batch_id is None:
+            batch_id = batch_id_for(batch, self.rng)
+        stored = 0
+        # Issue 11: per-session connections store a batch of several sessions as one part
+        # per session (the rule is mparticle.sessions.split_by_session).
+        per_session = [
+            s for s in connections if s.settings.batching_mode is BatchingMode.PER_SESSION
+        ]
+        parts = split_by_session(batch) if per_session else [batch]
+        if len(parts) > 1:
+            for part in parts:
+                stored += self._store_batch(
+                    now, input_name, part, orjson.dumps(part), received_ms, per_session, batch_id
+                )
+            connections = [s for s in connections if s not in per_session]
+            if not connections:
+                return stored
         events = batch.get("events") or []
         plan: list[tuple[_ConnectionState, list[int | None]]] = []
         for state in connections:
@@ -378,6 +403,7 @@ class Engine:
                     state, placement.window_id, group, input_name, now, batch_ref, index, size
                 )
                 self._seal(state, placement.sealed, now)
+        return stored + len(body)
 
     def _add_item(
         self,

@@ -20,7 +20,7 @@ from s3forward.engine import group_of
 from s3forward.errors import KeyTakenError
 from s3forward.files import FileItem, build_file, with_new_digits
 from s3forward.layout import EncodedObject
-from s3forward.mparticle import batch_id_for, ends_session
+from s3forward.mparticle import batch_id_for, ends_session, split_by_session
 from s3forward.sinks.base import Sink, WriteOutcome
 from s3forward.windows import Grouper, Sealed, WindowPolicy
 
@@ -93,6 +93,8 @@ def forward_batches(
         now = clock.now()
         for _window, items in sealed:
             built = build_file(items, settings, app_name=app_name, sealed_at=now, rng=rng)
+            if built is None:
+                continue  # nothing to write for this window (see build_file)
             key, outcome = write_with_fresh_key(sink, built.obj, rng)
             written = WrittenFile(key, built.batches, built.events, len(built.obj.body), outcome)
             summary.files.append(written)
@@ -110,10 +112,14 @@ def forward_batches(
                 size = len(orjson.dumps(event))
                 write(grouper.add(f"event:{id(item)}", item, size, now))
             continue
-        item = FileItem(batch, received_ms, batch_id)
-        size = len(orjson.dumps(batch))
-        closes = mode is BatchingMode.PER_SESSION and ends_session(batch)
-        write(grouper.add(group_of(batch, input_name, mode), item, size, now, ends_session=closes))
+        # Issue 11: per session, a batch of several sessions is split as the service does.
+        parts = split_by_session(batch) if mode is BatchingMode.PER_SESSION else [batch]
+        for part in parts:
+            item = FileItem(part, received_ms, batch_id)
+            size = len(orjson.dumps(part))
+            closes = mode is BatchingMode.PER_SESSION and ends_session(part)
+            group = group_of(part, input_name, mode)
+            write(grouper.add(group, item, size, now, ends_session=closes))
         write(grouper.due(now))
     write(grouper.finish())
     return summary
