@@ -666,7 +666,8 @@ class Engine:
         def apply(conn: sqlite3.Connection, now: float) -> None:
             for window, built in done:
                 if built is None:
-                    self.spool.drop_window(conn, window.window_id)
+                    # Empty, or nothing left to write (issue 11): release it all.
+                    self._spool_bytes -= self.spool.discard_window(conn, window.window_id)
                 else:
                     self._store_file(conn, now, window, built)
 

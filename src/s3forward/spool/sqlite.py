@@ -464,6 +464,36 @@ class SqliteSpool:
         return cur.lastrowid, released
 
     @staticmethod
+    def discard_window(conn: sqlite3.Connection, window_id: int) -> int:
+        """Forget a sealed window whose file has no line to write (issue 11: batches without
+        events not sent, alias requests not sent), releasing its items and batches as
+        ``store_file`` does. Returns the bytes of batch bodies released."""
+        refs = conn.execute(
+            "SELECT batch_ref, COUNT(*) FROM items WHERE window_id = ? GROUP BY batch_ref",
+            (window_id,),
+        ).fetchall()
+        conn.executemany(
+            "UPDATE batches SET refs = refs - ? WHERE id = ?", [(n, ref) for ref, n in refs]
+        )
+        released = 0
+        if refs:
+            marks = ",".join("?" * len(refs))
+            ids = [ref for ref, _ in refs]
+            row = conn.execute(
+                f"SELECT COALESCE(SUM(LENGTH(body)), 0) FROM batches "  # noqa: S608 - placeholders only
+                f"WHERE refs <= 0 AND id IN ({marks})",
+                ids,
+            ).fetchone()
+            released = int(row[0])
+            conn.execute(
+                f"DELETE FROM batches WHERE refs <= 0 AND id IN ({marks})",  # noqa: S608
+                ids,
+            )
+        conn.execute("DELETE FROM items WHERE window_id = ?", (window_id,))
+        conn.execute("DELETE FROM windows WHERE id = ?", (window_id,))
+        return released
+
+    @staticmethod
     def drop_window(conn: sqlite3.Connection, window_id: int) -> None:
         """Forget a sealed window that holds no items (nothing to write)."""
         conn.execute(
