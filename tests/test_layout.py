@@ -87,6 +87,7 @@ def test_file_name_refuses_naive_times_and_out_of_range_digits() -> None:
         ("", "app"),
         ("...", "app"),
         ("a\\b", "a_b"),
+        ("my app", "my_app"),
     ],
 )
 def test_sanitize_app_name_neutralises_unsafe_characters(raw: str, expected: str) -> None:
@@ -115,8 +116,8 @@ def test_sanitize_app_name_composes_decomposed_accents() -> None:
         ("exports", "exports"),
         ("/a//b/", "a/b"),
         ("a/./b/../c", "a/b/c"),
-        ("..\\..\\windows", "windows"),
-        ("team data/raw events", "team data/raw events"),
+        ("..\\..\\windows", "_._windows"),
+        ("team data/raw events", "team_data/raw_events"),
         (" . /x", "x"),
         ("a\x00b/c\x7fd", "a_b/c_d"),
         ("a/.../b", "a/b"),
@@ -124,7 +125,8 @@ def test_sanitize_app_name_composes_decomposed_accents() -> None:
     ],
 )
 def test_sanitize_folder_drops_traversal_and_cleans_segments(raw: str, expected: str) -> None:
-    """Empty, '.' and '..' segments vanish and each segment keeps only safe characters."""
+    """Empty, '.' and '..' segments vanish and each segment keeps only safe characters; a
+    backslash and a space are unsafe characters like any other (the App Name's rule)."""
     assert sanitize_folder(raw) == expected
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from s3forward.errors import ConfigError, Problem
+from s3forward.names import clean_app_name, clean_folder
 
 UNSELECTED_MESSAGE = "Store Data in Folders by Date must be set to a value other than 'UNSELECTED'."
 FORWARDING_PREFIX = "mp-forwarding-"
@@ -76,6 +77,13 @@ class BatchingMode(StrEnum):
     PER_DEVICE = "per_device"
     PER_EVENT = "per_event"
     PER_SESSION = "per_session"
+
+
+class MetadataField(StrEnum):
+    """Metadata Field Exclusion: the choices mParticle's docs name ("Device Name or IP Address")."""
+
+    DEVICE_NAME = "device_name"
+    IP_ADDRESS = "ip_address"
 
 
 class Destination(StrEnum):
@@ -140,6 +148,12 @@ class ConnectionSettings:
     include_metadata: bool = True
     include_user_attribute_change_events: bool = False
     include_user_identity_change_events: bool = False
+    # Issue 11: mParticle's current connection settings, with mParticle's defaults.
+    send_batches_without_events: bool = True
+    include_mp_deviceid: bool = False
+    metadata_field_exclusion: tuple[MetadataField, ...] = ()
+    send_alias_requests: bool = False
+    raw_data_feed: bool = False
     # Batching windows and early-seal caps (seconds / bytes / counts).
     batch_window: float = 600.0
     session_timeout: float = 1800.0
@@ -444,6 +458,13 @@ def _read_input(name: str, table: _Table) -> InputSettings:
     app_name = table.string("app_name", name) or name
     if not app_name.strip():
         table.problem("app_name", "must not be empty")
+    elif not clean_app_name(app_name):  # issue 11: one sanitising rule (names.py)
+        table.problem(
+            "app_name",
+            f"{app_name!r} has no character left after sanitising (letters, digits and "
+            "- _ . ! * ' ( ) are kept; leading dots are dropped); choose a name with letters "
+            "or digits",
+        )
     table.finish()
     return InputSettings(
         name=name, api_key=api_key, api_secret=Secret(api_secret), app_name=app_name
@@ -524,11 +545,7 @@ def _read_connection(name: str, table: _Table, input_names: set[str]) -> Connect
             "sse_kms_key_id",
             'is only used with server_side_encryption_method = "aws:kms" or "aws:kms:dsse"',
         )
-    date_folders = table.choice(
-        "store_data_in_folders_by_date", DateFolders, DateFolders.UNSELECTED
-    )
-    if date_folders is DateFolders.UNSELECTED:
-        table.problem("store_data_in_folders_by_date", UNSELECTED_MESSAGE)
+    date_folders = _date_folders(table)
     storage_class = table.optional_string("storage_class")
     if storage_class and storage_class not in _STORAGE_CLASSES:
         table.problem(
@@ -563,6 +580,11 @@ def _read_connection(name: str, table: _Table, input_names: set[str]) -> Connect
             "include_user_attribute_change_events",
             "include_user_identity_change_events",
             "conditional_writes",
+            # issue 11
+            "send_batches_without_events",
+            "include_mp_deviceid",
+            "send_alias_requests",
+            "raw_data_feed",
         )
     }
     settings = ConnectionSettings(
@@ -580,7 +602,7 @@ def _read_connection(name: str, table: _Table, input_names: set[str]) -> Connect
         or d.role_session_name,
         require_forwarding_prefix=require_prefix,
         endpoint_url=endpoint_url,
-        folder_name=table.string("folder_name", "") or "",
+        folder_name=_folder_name(table),
         server_side_encryption_method=encryption,
         sse_kms_key_id=kms_key,
         unique_id=table.optional_string("unique_id"),
@@ -593,10 +615,65 @@ def _read_connection(name: str, table: _Table, input_names: set[str]) -> Connect
         max_open_bytes=table.size("max_open_bytes", d.max_open_bytes, minimum=1024),
         storage_class=storage_class,
         object_tags=tags,
+        metadata_field_exclusion=_metadata_field_exclusion(table),
         **bools,
     )
     table.finish()
     return settings
+
+
+# Issue 11: readers for the date-folder choice, the folder name and Metadata Field Exclusion.
+
+_DATE_FOLDER_CHOICES = tuple(m.value for m in DateFolders if m is not DateFolders.UNSELECTED)
+
+
+def _date_folders(table: _Table) -> DateFolders:
+    """One error per mistake: an unknown value lists only the values a user may choose, and
+    the seed's UNSELECTED sentence is reserved for a setting left (or set) at UNSELECTED."""
+    key = "store_data_in_folders_by_date"
+    if not table.has(key):
+        table.problem(key, UNSELECTED_MESSAGE)
+        return DateFolders.UNSELECTED
+    value = table._raw(key)
+    if value is None:  # a failed ${ENV} expansion, already reported
+        return DateFolders.UNSELECTED
+    if isinstance(value, str):
+        if value.lower() == DateFolders.UNSELECTED.value.lower():
+            table.problem(key, UNSELECTED_MESSAGE)
+            return DateFolders.UNSELECTED
+        for member in DateFolders:
+            if member is not DateFolders.UNSELECTED and member.value.lower() == value.lower():
+                return member
+    shown = ", ".join(repr(c) for c in _DATE_FOLDER_CHOICES)
+    table.problem(key, f"expected one of {shown}, got {_describe(value)}")
+    return DateFolders.UNSELECTED
+
+
+def _folder_name(table: _Table) -> str:
+    folder = table.string("folder_name", "") or ""
+    if folder and not clean_folder(folder):
+        table.problem(
+            "folder_name",
+            f"{folder!r} has no character left after sanitising, so files would land in the "
+            "bucket's root; remove folder_name for the root, or use letters or digits "
+            "(segments '.', '..' and unsafe characters are dropped)",
+        )
+    return folder
+
+
+def _metadata_field_exclusion(table: _Table) -> tuple[MetadataField, ...]:
+    key = "metadata_field_exclusion"
+    chosen: list[MetadataField] = []
+    allowed = ", ".join(repr(m.value) for m in MetadataField)
+    for value in table.string_list(key):
+        try:
+            field_ = MetadataField(value.strip().lower().replace(" ", "_"))
+        except ValueError:
+            table.problem(key, f"expected a list of {allowed}, got {_describe(value)} in it")
+            continue
+        if field_ not in chosen:
+            chosen.append(field_)
+    return tuple(chosen)
 
 
 def _read_server(table: _Table) -> ServerSettings:
@@ -840,6 +917,7 @@ __all__ = [
     "Destination",
     "Encryption",
     "InputSettings",
+    "MetadataField",
     "Secret",
     "ServerSettings",
     "SpoolSettings",

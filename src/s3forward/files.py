@@ -23,7 +23,7 @@ from typing import Any
 from s3forward.config import ConnectionSettings
 from s3forward.filters import apply_filters
 from s3forward.layout import EncodedObject, encode_ndjson, encode_object, object_key
-from s3forward.mparticle import first_event_time_ms, to_outbound
+from s3forward.mparticle import alias_outbound, first_event_time_ms, is_alias_request, to_outbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,14 @@ def build_records(
     first_event_ms: int | None = None
     filtered: Counter[str] = Counter()
     for item in items:
+        if is_alias_request(item.batch):  # issue 11: Send Alias Requests
+            if settings.send_alias_requests:
+                records.append(
+                    alias_outbound(
+                        item.batch, received_at_ms=item.received_ms, message_id=item.message_id
+                    )
+                )
+            continue
         inbound = item.effective_batch()
         kept = apply_filters(inbound, settings)
         before = inbound.get("events") or []
@@ -88,11 +96,16 @@ def build_records(
             for event in before:
                 if id(event) not in kept_ids and isinstance(event, dict):
                     filtered[str(event.get("event_type"))] += 1
+        if not after and not settings.send_batches_without_events:
+            continue  # issue 11: Send Batches without Events = off
         events_kept += len(after)
         if not records:
             # The seed dates a file by the first event of its first batch, as written; a
             # first batch without one gives no event date, even if later batches have one.
             first_event_ms = first_event_time_ms(kept)
+        if settings.raw_data_feed:  # issue 11: the inbound form, filters applied
+            records.append(kept)
+            continue
         outbound = to_outbound(
             kept,
             received_at_ms=item.received_ms,
@@ -133,14 +146,18 @@ def build_file(
     app_name: str,
     sealed_at: float,
     digits: int,
-) -> BuiltFile:
+) -> BuiltFile | None:
     """Build the object for one sealed window. ``items`` must not be empty.
 
     ``digits`` are the key's five random digits, chosen once when the window was sealed.
+    None when no line is left to write (every batch had no events and Send Batches without
+    Events is off, or only alias requests a connection does not send): the window is dropped.
     """
     if not items:
         raise ValueError("a file needs at least one batch")
     records, events, first_event_ms, filtered = build_records(items, settings)
+    if not records:
+        return None
     payload = encode_ndjson(records)
     first_received_ms = items[0].received_ms
     key = choose_key(
@@ -154,7 +171,7 @@ def build_file(
     obj = encode_object(key, payload, compress=settings.use_compression)
     return BuiltFile(
         obj=obj,
-        batches=len(items),
+        batches=len(records),
         events=events,
         raw_bytes=len(payload),
         first_received_ms=first_received_ms,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from s3forward.config import ConnectionSettings
+from s3forward.config import ConnectionSettings, MetadataField
 
 # event_type -> the connection setting that must be on for it to be sent. Types not listed
 # (opt_out, breadcrumb, uninstall, pre_attribution) always pass.
@@ -66,7 +66,25 @@ def apply_filters(batch: dict[str, Any], settings: ConnectionSettings) -> dict[s
         out.pop("consent_state", None)
     if not settings.include_metadata:
         _remove_metadata(out)
+    # Issue 11: Include MP DeviceId (off by default) and Metadata Field Exclusion.
+    if not settings.include_mp_deviceid:
+        out.pop("mp_deviceid", None)
+    if settings.metadata_field_exclusion:
+        _exclude_metadata_fields(out, settings.metadata_field_exclusion)
     return out
+
+
+def _exclude_metadata_fields(out: dict[str, Any], excluded: tuple[MetadataField, ...]) -> None:
+    """Device Name is ``device_info.device``; IP Address is the batch's ``ip``."""
+    if MetadataField.IP_ADDRESS in excluded:
+        out.pop("ip", None)
+    device_info = out.get("device_info")
+    if (
+        MetadataField.DEVICE_NAME in excluded
+        and type(device_info) is dict
+        and "device" in device_info
+    ):
+        out["device_info"] = {k: v for k, v in device_info.items() if k != "device"}
 
 
 def _filter_events(events: list[Any], settings: ConnectionSettings) -> list[Any]:

@@ -7,6 +7,7 @@ the input. A file that fails to write stops the run with its error; files alread
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from s3forward.config import BatchingMode, ConnectionSettings
 from s3forward.errors import KeyTakenError
 from s3forward.files import FileItem, build_file, with_new_digits
 from s3forward.layout import EncodedObject
-from s3forward.mparticle import batch_id_for, ends_session
+from s3forward.mparticle import batch_id_for, ends_session, split_by_session
 from s3forward.sinks.base import Sink, WriteOutcome
 from s3forward.windows import Grouper, Sealed, WindowPolicy, group_of
 
@@ -94,13 +95,17 @@ def forward_batches(
             built = build_file(
                 items, settings, app_name=app_name, sealed_at=now, digits=rng.randrange(100_000)
             )
+            if built is None:
+                continue  # nothing to write for this window (see build_file)
             key, outcome = write_with_fresh_key(sink, built.obj, rng)
             written = WrittenFile(key, built.batches, built.events, len(built.obj.body), outcome)
             summary.files.append(written)
             if on_file is not None:
                 on_file(written)
 
-    for position, batch in enumerate(batches, start=1):
+    positions = itertools.count(1)
+    for batch in batches:
+        position = next(positions)
         now = clock.now()
         received_ms = int(now * 1000)
         batch_id = batch_id_for(batch, rng)
@@ -111,10 +116,17 @@ def forward_batches(
                 size = len(orjson.dumps(event))
                 write(grouper.add(f"event:{id(item)}", item, size, now))
             continue
-        item = FileItem(batch, received_ms, batch_id, None, position, input_name)
-        size = len(orjson.dumps(batch))
-        closes = mode is BatchingMode.PER_SESSION and ends_session(batch)
-        write(grouper.add(group_of(batch, input_name, mode), item, size, now, ends_session=closes))
+        # Issue 11: per session, a batch of several sessions is split as the service does;
+        # each part is a batch of its own, with a position of its own.
+        parts = split_by_session(batch) if mode is BatchingMode.PER_SESSION else [batch]
+        for part in parts:
+            if part is not batch:
+                position = next(positions)
+            item = FileItem(part, received_ms, batch_id, None, position, input_name)
+            size = len(orjson.dumps(part))
+            closes = mode is BatchingMode.PER_SESSION and ends_session(part)
+            group = group_of(part, input_name, mode)
+            write(grouper.add(group, item, size, now, ends_session=closes))
         write(grouper.due(now))
     write(grouper.finish())
     return summary

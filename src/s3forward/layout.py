@@ -4,17 +4,15 @@ Everything here is pure. A key has the seed's shape::
 
     [<folder>/][<YYYY-MM-DD>/]<App Name>_<UTC yyyyMMddHHmmssffffff>_<5 digits>.txt[.gz]
 
-App names and folders come from configuration, but they are still sanitised so that no key can
-escape its folder: ``/``, ``\\``, ``..``, control characters and other characters S3 asks users to
-avoid are replaced or dropped. Lengths are capped in UTF-8 bytes as well as characters, so that a
-key always fits S3's 1024-byte limit and every path segment fits a 255-byte file-system name.
+App names and folders come from configuration, and are sanitised by the one rule in
+``names.py`` so that no key can escape its folder. Lengths are capped in UTF-8 bytes as well as
+characters, so that a key always fits S3's 1024-byte limit and every path segment fits a
+255-byte file-system name.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,77 +21,35 @@ from typing import Any
 import orjson
 
 from s3forward.config import DateFolders
+from s3forward.names import clean_app_name, clean_folder
 
 CONTENT_TYPE = "text/plain; charset=utf-8"
 GZIP_ENCODING = "gzip"
 FALLBACK_APP_NAME = "app"
-MAX_APP_NAME_CHARS = 100
-# 200 bytes of app name + "_" + 20 + "_" + 5 + ".txt.gz" stays under a 255-byte file name.
-MAX_APP_NAME_BYTES = 200
-MAX_FOLDER_BYTES = 512
-MAX_SEGMENT_BYTES = 255
 MAX_DIGITS = 99_999
 # isal level 2 is its default: much faster than zlib level 6 at a similar ratio for JSON.
 ISAL_LEVEL = 2
 STDLIB_GZIP_LEVEL = 6
 
-_APP_NAME_EXTRA = frozenset("-_.")
-# S3's "safe characters" (plus a space inside a folder segment, which S3 allows).
-_FOLDER_EXTRA = frozenset("-_.!*'() ")
-_DOT_RUNS = re.compile(r"\.{2,}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _clean(text: str, extra: frozenset[str]) -> str:
-    """Keep letters, digits and ``extra``; every other character becomes ``_``."""
-    normal = unicodedata.normalize("NFC", text)
-    kept = "".join(ch if ch.isalnum() or ch in extra else "_" for ch in normal)
-    # ".." anywhere could read as a parent directory; a leading dot hides files.
-    return _DOT_RUNS.sub(".", kept).lstrip(".")
-
-
-def _truncate(text: str, *, max_chars: int, max_bytes: int) -> str:
-    """Cut ``text`` to both limits without splitting a character."""
-    text = text[:max_chars]
-    raw = text.encode("utf-8")
-    if len(raw) <= max_bytes:
-        return text
-    return raw[:max_bytes].decode("utf-8", errors="ignore")
-
-
 def sanitize_app_name(name: str) -> str:
-    """Make an App Name safe for use in a file name.
+    """Make an App Name safe for use in a file name (the rule in ``names.py``).
 
-    Letters and digits (any script), ``-``, ``_`` and ``.`` are kept; anything else, including
-    ``/`` and control characters, becomes ``_``. Runs of dots collapse to one and leading dots
-    are dropped. The result is at most 100 characters and 200 UTF-8 bytes; an empty result is
-    ``"app"``.
+    At most 100 characters and 200 UTF-8 bytes. Configuration refuses a name that cleans to
+    nothing; should one reach here anyway, it becomes ``"app"``.
     """
-    cleaned = _truncate(
-        _clean(name, _APP_NAME_EXTRA), max_chars=MAX_APP_NAME_CHARS, max_bytes=MAX_APP_NAME_BYTES
-    )
-    return cleaned or FALLBACK_APP_NAME
-
-
-def _sanitize_segment(segment: str) -> str:
-    # Spaces may shield a leading dot from _clean, so strip both again once spaces are gone.
-    cleaned = _clean(segment, _FOLDER_EXTRA).strip(" ").lstrip(". ")
-    return _truncate(cleaned, max_chars=MAX_SEGMENT_BYTES, max_bytes=MAX_SEGMENT_BYTES).rstrip(" ")
+    return clean_app_name(name) or FALLBACK_APP_NAME
 
 
 def sanitize_folder(folder: str) -> str:
-    """Make a Folder Name safe as a key prefix; ``""`` means the bucket's root.
+    """Make a Folder Name safe as a key prefix (the rule in ``names.py``); ``""`` is the root.
 
-    The folder is split on ``/`` and ``\\``; empty, ``.`` and ``..`` segments are dropped and each
-    remaining segment is cleaned like an App Name (S3's safe punctuation ``!*'()`` and inner
-    spaces are also kept). Segments are rejoined with ``/`` with no leading or trailing slash.
-    The result is at most 512 UTF-8 bytes, each segment at most 255.
+    Split on ``/``; each segment is cleaned like an App Name and at most 255 bytes; segments
+    that clean to nothing are dropped; the whole is at most 512 UTF-8 bytes.
     """
-    segments = (
-        _sanitize_segment(s) for s in re.split(r"[/\\]", folder) if s not in ("", ".", "..")
-    )
-    joined = "/".join(s for s in segments if s)
-    return _truncate(joined, max_chars=MAX_FOLDER_BYTES, max_bytes=MAX_FOLDER_BYTES).strip("/ ")
+    return clean_folder(folder)
 
 
 def file_name(app_name: str, sealed_at: datetime, digits: int, *, compressed: bool) -> str:

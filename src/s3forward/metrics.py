@@ -150,8 +150,8 @@ class Metrics:
         # Spool.
         self.spool_bytes = Gauge(
             "s3forward_spool_bytes",
-            "Bytes the local spool holds, as counted against spool.max_bytes: database pages in use "
-            "(an empty spool has a few) plus the projected size of files still to be built.",
+            "Bytes the local spool holds, as counted against spool.max_bytes: database pages "
+            "in use (an empty spool has a few) plus the projected size of files to be built.",
             registry=r,
         )
         self.spool_files = Gauge(

@@ -361,7 +361,8 @@ def test_batch_whose_events_are_all_filtered_is_still_written(harness: Harness) 
 def test_send_as_batch_on_writes_one_file_per_device(harness: Harness) -> None:
     """With Send as Batch (default) a device's batches share one file; two devices, two files."""
     first, second = on_device(example_batch(), "dev-1"), on_device(example_batch(), "dev-2")
-    landed = harness.run(first, second, first)
+    # include_mp_deviceid: the lines carry the device id only when asked (issue 11).
+    landed = harness.run(first, second, first, include_mp_deviceid=True)
     assert len(landed) == 2
     by_device = sorted(
         (len(o.lines), {line["mp_deviceid"] for line in o.lines}.pop()) for o in landed

@@ -16,7 +16,10 @@ from s3forward.mparticle import Limits, new_batch_id, parse_events_request, to_o
 
 EXAMPLE = Path(__file__).parents[1] / "fixtures" / "sdk-example-batch.json"
 ADDED = {"batch_id", "message_id", "message_type", "schema_version", "timestamp_unixtime_ms"}
-CHANGED = {*ADDED, "user_identities", "unique_id"}
+# Issue 11: events always an array (with event_start_unixtime_ms), system_notifications [],
+# int64 numeric strings written as numbers.
+NORMALISED = {"events", "system_notifications", "mpid", "origin_mpid"}
+CHANGED = {*ADDED, *NORMALISED, "user_identities", "unique_id"}
 RECEIVED = 1_700_000_123_456
 
 
@@ -24,6 +27,17 @@ def outbound(batch: dict[str, Any], unique_id: str | None = None) -> dict[str, A
     return to_outbound(
         batch, received_at_ms=RECEIVED, batch_id=77, message_id="m-1", unique_id=unique_id
     )
+
+
+def events_as_sent(out: dict[str, Any]) -> list[Any]:
+    """The outbound events without the event_start_unixtime_ms that outbound adds."""
+    events = []
+    for event in out["events"]:
+        data = dict(event["data"])
+        if data.get("event_start_unixtime_ms") == data.get("timestamp_unixtime_ms"):
+            data.pop("event_start_unixtime_ms", None)
+        events.append({**event, "data": data})
+    return events
 
 
 def test_documented_fields_are_added() -> None:
@@ -40,8 +54,8 @@ def test_documented_fields_are_added() -> None:
 
 
 def test_inbound_batch_id_is_kept() -> None:
-    """A batch that already has a batch_id keeps it, as it came (string or number)."""
-    assert outbound({"batch_id": "123"})["batch_id"] == "123"
+    """A batch that already has a batch_id keeps it; a numeric string is written as a number."""
+    assert outbound({"batch_id": "123"})["batch_id"] == 123
     assert outbound({"batch_id": None})["batch_id"] == 77
 
 
@@ -91,6 +105,8 @@ def test_reference_example_outbound_line() -> None:
     assert {k: v for k, v in out.items() if k not in CHANGED} == {
         k: v for k, v in batch.items() if k not in CHANGED
     }
+    assert events_as_sent(out) == batch["events"]
+    assert out["system_notifications"] == []
     assert b'"mpid":1234567890123456789' in orjson.dumps(out)
 
 
@@ -131,6 +147,7 @@ def test_official_python_sdk_batch_is_accepted_and_kept() -> None:
     assert {k: v for k, v in out.items() if k not in CHANGED} == {
         k: v for k, v in wire.items() if k not in CHANGED
     }
+    assert events_as_sent(out) == wire["events"]
     assert [e["event_type"] for e in out["events"]] == [
         "session_start",
         "custom_event",

@@ -41,7 +41,13 @@ from s3forward.config import Config
 from s3forward.errors import PayloadTooLargeError, Problem
 from s3forward.intake import Intake
 from s3forward.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
-from s3forward.mparticle import Limits, decode_body, parse_bulk_request, parse_events_request
+from s3forward.mparticle import (
+    Limits,
+    decode_body,
+    parse_alias_request,
+    parse_bulk_request,
+    parse_events_request,
+)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -140,6 +146,7 @@ class IngestApp:
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v2/events"): self._events,
             ("POST", "/v2/bulkevents"): self._bulk_events,
+            ("POST", "/v1/identity/alias"): self._alias,
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
             ("GET", "/metrics"): self._metrics_page,
@@ -151,7 +158,7 @@ class IngestApp:
             self._methods.setdefault(path, []).append(method)
         # Bound once so the hot path skips the label lookup.
         self._ingest_seconds = {
-            name: metrics.ingest_seconds.labels(name) for name in ("events", "bulkevents")
+            name: metrics.ingest_seconds.labels(name) for name in ("events", "bulkevents", "alias")
         }
         self._input_counters = {
             name: (
@@ -194,6 +201,9 @@ class IngestApp:
 
     async def _bulk_events(self, request: Request) -> Response:
         return await self._ingest(request, "bulkevents", parse_bulk_request)
+
+    async def _alias(self, request: Request) -> Response:
+        return await self._ingest(request, "alias", parse_alias_request)
 
     async def _ingest(
         self, request: Request, endpoint: str, parse: Callable[..., list[dict[str, Any]]]

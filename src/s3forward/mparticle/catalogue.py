@@ -227,6 +227,18 @@ def check_user_identities(value: Any) -> Finding | None:
         for key, identity in value.items():
             if identity is not None and type(identity) is not str:
                 findings += _fail("a string or null", identity, f".{key}")
+        # Issue 11: the Python/Ruby SDKs' "customerid" means "customer_id"; two different
+        # customer ids in one batch cannot both be kept, so the batch is refused.
+        sdk_id, customer_id = value.get("customerid"), value.get("customer_id")
+        if sdk_id is not None and customer_id is not None and sdk_id != customer_id:
+            findings.append(
+                (
+                    ".customerid",
+                    f"is {describe(sdk_id)} but customer_id is {describe(customer_id)}: "
+                    "customerid (the Python and Ruby SDKs' spelling) means customer_id, so a "
+                    "batch may hold only one customer id; send one of the two",
+                )
+            )
         return findings or None
     if type(value) is list:
         findings = []

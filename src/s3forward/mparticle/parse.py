@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 
 from s3forward.errors import BatchValidationError, PayloadTooLargeError, Problem
-from s3forward.mparticle.catalogue import DEVICE_ID_FIELDS, as_int64, describe, validate_batch
+from s3forward.mparticle.catalogue import DEVICE_ID_FIELDS, as_int64, describe
+from s3forward.mparticle.requests import is_alias_request, validate_item
 
 GZIP_MAGIC = b"\x1f\x8b"
 _IDENTITY_ENCODINGS = frozenset({"", "identity"})
@@ -124,6 +125,23 @@ def parse_events_request(payload: Any, *, limits: Limits) -> list[dict[str, Any]
     return _validated([("batch", payload)], limits)
 
 
+def parse_alias_request(payload: Any, *, limits: Limits) -> list[dict[str, Any]]:
+    """Validate the body of ``POST /v1/identity/alias`` (one alias request); ``[request]``."""
+    if not is_alias_request(payload):
+        raise BatchValidationError(
+            [
+                Problem(
+                    "body",
+                    'expected an alias request: {"request_type": "alias", "data": '
+                    '{"source_mpid": ..., "destination_mpid": ...}}, '
+                    f"got {describe(payload) if type(payload) is not dict else 'an object'}"
+                    + ("" if type(payload) is not dict else ' without request_type "alias"'),
+                )
+            ]
+        )
+    return _validated([("alias", payload)], limits)
+
+
 def parse_bulk_request(payload: Any, *, limits: Limits) -> list[dict[str, Any]]:
     """Validate the body of ``POST /v2/bulkevents`` (an array of batches), all or nothing.
 
@@ -201,7 +219,7 @@ def _validated(items: list[tuple[str, Any]], limits: Limits) -> ValidatedBatches
     result.encoded = []
     for where, batch in items:
         before = len(problems)
-        validate_batch(batch, where, problems)
+        validate_item(batch, where, problems)
         if len(problems) == before:
             encoded = orjson.dumps(batch)
             if len(encoded) > limits.max_batch_bytes:

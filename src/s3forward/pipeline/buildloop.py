@@ -151,7 +151,10 @@ class BuildLoop:
         def apply(txn: SpoolTransaction, now: float) -> None:
             for window, built in done:
                 if built is None:
+                    # Empty, or nothing left to write (batches without events not sent,
+                    # alias requests not sent): the window and its batches are released.
                     txn.drop_window(window.window_id)
+                    self.usage.unbuilt -= window.bytes
                 else:
                     self._store(txn, now, window, built)
 

@@ -19,7 +19,7 @@ import orjson
 from s3forward.config import BatchingMode, Config
 from s3forward.errors import SpoolFullError, StoppingError
 from s3forward.intake import SubmitResult
-from s3forward.mparticle import batch_id_for, ends_session
+from s3forward.mparticle import batch_id_for, ends_session, split_by_session
 from s3forward.mparticle.parse import ValidatedBatches
 from s3forward.pipeline.usage import SpoolUsage, on_disk
 from s3forward.pipeline.windowbook import ConnectionWindows, WindowBook
@@ -173,12 +173,47 @@ class Ingest:
                     continue
                 seen.add(request_id)
                 txn.remember_request(op.input_name, request_id, now)
-            self.usage.added += on_disk(len(body))
-            self.usage.unbuilt += self._store(
+            self.usage.unbuilt += self._store_split(
                 txn, now, op.input_name, batch, body, event_sizes, received_ms, connections
             )
             stored += 1
         return SubmitResult(stored=stored, duplicates=duplicates)
+
+    def _store_split(
+        self,
+        txn: SpoolTransaction,
+        now: float,
+        input_name: str,
+        batch: dict[str, Any],
+        body: bytes,
+        event_sizes: list[int],
+        received_ms: int,
+        connections: list[ConnectionWindows],
+    ) -> int:
+        """Store a batch for every connection; per-session connections get a batch holding
+        several sessions as one part per session (``mparticle.split_by_session``), each a
+        batch of its own at its own position, sharing the batch's ``batch_id``."""
+        per_session = [
+            c for c in connections if c.settings.batching_mode is BatchingMode.PER_SESSION
+        ]
+        parts = split_by_session(batch) if per_session else [batch]
+        if len(parts) == 1:
+            return self._store(
+                txn, now, input_name, batch, body, event_sizes, received_ms, connections
+            )
+        batch_id = batch_id_for(batch, self.rng)
+        projected = 0
+        for part in parts:
+            part_body = orjson.dumps(part)
+            projected += self._store(
+                txn, now, input_name, part, part_body, [], received_ms, per_session, batch_id
+            )
+        others = [c for c in connections if c not in per_session]
+        if others:
+            projected += self._store(
+                txn, now, input_name, batch, body, event_sizes, received_ms, others, batch_id
+            )
+        return projected
 
     def _store(
         self,
@@ -190,8 +225,12 @@ class Ingest:
         event_sizes: list[int],
         received_ms: int,
         connections: list[ConnectionWindows],
+        batch_id: int | None = None,
     ) -> int:
         """Store one batch and place it; returns the projected bytes of its window items."""
+        self.usage.added += on_disk(len(body))
+        if batch_id is None:
+            batch_id = batch_id_for(batch, self.rng)
         events = batch.get("events") or []
         plan: list[tuple[ConnectionWindows, list[int | None]]] = []
         for state in connections:
@@ -200,9 +239,7 @@ class Ingest:
             else:
                 plan.append((state, [None]))
         refs = sum(len(indexes) for _, indexes in plan)
-        position = txn.append_batch(
-            input_name, received_ms, batch_id_for(batch, self.rng), body, refs
-        )
+        position = txn.append_batch(input_name, received_ms, batch_id, body, refs)
         projected = 0
         for state, indexes in plan:
             mode = state.settings.batching_mode

@@ -212,8 +212,10 @@ class SpoolTransaction(Protocol):
         """
         ...
 
-    def drop_window(self, window_id: int) -> None:
-        """Forget a sealed window that holds no items (nothing to write)."""
+    def drop_window(self, window_id: int) -> int:
+        """Forget a SEALED window whose file has nothing to write, releasing its items and
+        every batch no other window refers to, as ``store_file`` does. Idempotent. Returns the
+        bytes of batch bodies released."""
         ...
 
     def mark_delivered(self, file_id: int, now: float) -> int:

@@ -147,20 +147,22 @@ class _Transaction:
             delivered_at=None,
         )
         state.bodies[file_id] = file.body
+        return file_id, self._release_window(file.window_id)
+
+    def drop_window(self, window_id: int) -> int:
+        return self._release_window(window_id)
+
+    def _release_window(self, window_id: int) -> int:
+        state = self.state
         released = 0
-        window = state.windows.pop(file.window_id, None)
+        window = state.windows.pop(window_id, None)
         for position, _, _, _ in window.items if window is not None else ():
             batch = state.batches[position]
             batch.refs -= 1
             if batch.refs <= 0:
                 released += len(batch.body)
                 del state.batches[position]
-        return file_id, released
-
-    def drop_window(self, window_id: int) -> None:
-        window = self.state.windows.get(window_id)
-        if window is not None and not window.items:
-            del self.state.windows[window_id]
+        return released
 
     def _pending(self, file_id: int) -> StoredFile | None:
         stored = self.state.files.get(file_id)

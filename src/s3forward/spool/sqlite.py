@@ -534,12 +534,9 @@ class _Transaction:
         conn.execute("DELETE FROM windows WHERE id = ?", (window_id,))
         return released
 
-    def drop_window(self, window_id: int) -> None:
-        self._execute(
-            "DELETE FROM windows WHERE id = ? AND NOT EXISTS "
-            "(SELECT 1 FROM items WHERE window_id = ?)",
-            (window_id, window_id),
-        )
+    def drop_window(self, window_id: int) -> int:
+        self.flush()
+        return self._release_window(window_id)
 
     def mark_delivered(self, file_id: int, now: float) -> int:
         row = self._execute(
