@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import random
 import threading
 import time
@@ -60,8 +61,10 @@ class Sender:
             b = batch(rng.randrange(self.devices), self._seq)
             try:
                 status, _, _ = self.service.post("/v2/events", b, timeout=5)
-            except OSError:
-                time.sleep(0.02)  # the service is down (killed); try the next batch
+            except (OSError, http.client.HTTPException):
+                # The service is down (killed), or was killed mid-answer (IncompleteRead):
+                # that batch got no 202; try the next one.
+                time.sleep(0.02)
                 continue
             self.sent += 1
             if status == 202:
