@@ -80,6 +80,38 @@ class ClientDisconnected(HttpError):
     """The client went away before the body was read; there is no one to answer."""
 
 
+# Issue 13: refusals of the Web SDK's endpoints (api/web.py).
+
+
+class OriginNotAllowed(HttpError):
+    """A web request from a page origin the input does not allow, or with none (403)."""
+
+
+class UnknownWebKey(HttpError):
+    """A web request naming no web input's API key (403)."""
+
+
+class RateLimited(HttpError):
+    """Too many requests from one client address or device (429, ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(RateLimited):
+    """The input's hourly quota is used up (429, ``Retry-After`` until the next hour)."""
+
+
+class UnacceptableBatch(HttpError):
+    """A web batch that will never be accepted (422): the Web SDK retries a 400 forever, with
+    every later batch of the page queued behind it, but drops a 422."""
+
+    def __init__(self, problems: Sequence[object]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = tuple(str(p) for p in problems)
+
+
 # --------------------------------------------------------------------------------------------
 # The mapping.
 
@@ -144,6 +176,18 @@ def rejection_for(exc: BaseException, *, retry_after: int) -> Rejection:
             return _reject(415, "UNSUPPORTED_MEDIA_TYPE", "unsupported_media_type", [str(exc)])
         case BodyTimeout():
             return _reject(408, "REQUEST_TIMEOUT", "timeout", [str(exc)])
+        case OriginNotAllowed():
+            return _reject(403, "FORBIDDEN", "origin_not_allowed", [str(exc)])
+        case UnknownWebKey():
+            return _reject(403, "FORBIDDEN", "forbidden", [str(exc)])
+        case QuotaExceeded():
+            headers = [(b"retry-after", str(exc.retry_after).encode())]
+            return _reject(429, "TOO_MANY_REQUESTS", "quota_exceeded", [str(exc)], headers)
+        case RateLimited():
+            headers = [(b"retry-after", str(exc.retry_after).encode())]
+            return _reject(429, "TOO_MANY_REQUESTS", "rate_limited", [str(exc)], headers)
+        case UnacceptableBatch():
+            return _reject(422, "UNPROCESSABLE_ENTITY", "unprocessable", list(exc.problems))
         case _:
             return _reject(500, "INTERNAL", "internal", [INTERNAL_MESSAGE])
 
@@ -154,9 +198,14 @@ __all__ = [
     "ClientDisconnected",
     "HttpError",
     "MethodNotAllowed",
+    "OriginNotAllowed",
+    "QuotaExceeded",
+    "RateLimited",
     "Rejection",
     "Response",
     "RouteNotFound",
+    "UnacceptableBatch",
+    "UnknownWebKey",
     "UnsupportedMediaType",
     "json_response",
     "rejection_for",
