@@ -22,7 +22,10 @@ from pathlib import Path
 
 PACKAGE = "@mparticle/web-sdk"
 VERSION = "2.68.0"
-INTEGRITY = "sha512-8skZUMfkMlj/BnK4a6P7nNHTd/Fp/02lWBvFWn9l7WIbEUfTsMRxjAmSquZ8tgzTdMscR/FOFAvDaTwKu+t/tQ=="
+INTEGRITY = (
+    "sha512-8skZUMfkMlj/BnK4a6P7nNHTd/Fp/02lWBvFWn9l7WIbEUfTsMRxjAmSquZ8tgzTdMscR/FOFAvDaTwKu+t/tQ"
+    "=="
+)
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "web-sdk" / VERSION
 TARBALL = CACHE / f"mparticle-web-sdk-{VERSION}.tgz"
 SCRIPT = CACHE / "mparticle.js"
@@ -55,7 +58,7 @@ def ensure() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as scratch:
         try:
-            done = subprocess.run(  # noqa: S603 - fixed arguments, npm found on PATH
+            done = subprocess.run(
                 [npm, "pack", f"{PACKAGE}@{VERSION}", "--json", "--pack-destination", scratch],
                 capture_output=True,
                 timeout=180,
