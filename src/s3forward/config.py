@@ -106,7 +106,7 @@ class WebInputSettings:
     """0: no quota."""
     quota_bytes_per_hour: int = 0
     """0: no quota."""
-    max_batch_bytes: int = 60 * 1024
+    max_batch_bytes: int = 128 * 1024
     sdk_flags: Mapping[str, str] = field(default_factory=dict)
 
 
