@@ -352,6 +352,17 @@ def test_web_sdk_events_land_once_under_the_issued_mpids(
         assert found.count(item) == 1, f"{item} landed {found.count(item)} times"
     anonymous_device = {mpid for _, mpid in found if mpid != logged_in}
     assert anonymous_device == {anonymous}, "every other event is under the device's MPID"
+    after_login = next(
+        b
+        for b in bucket_batches(service, "Site")
+        if any(event_label(e) == "custom:After login" for e in b["events"])
+    )
+    assert {"identity_type": "customer_id", "identity": "cust-123"} in after_login[
+        "user_identities"
+    ]
+    log = service.log()
+    assert API_SECRET not in log, "the identity key is never logged"
+    assert "alice@example.com" not in log, "identity bodies are never logged"
     watched.close()
 
     # A beacon outlives its page: the browser still sends it (the 'Leaving' event landed), but
