@@ -244,10 +244,17 @@ def test_a_full_spool_answers_429_which_the_sdk_retries(start_web: Any) -> None:
 
 def test_unknown_key_is_403_and_server_keys_do_not_work_here(start_web: Any) -> None:
     client, intake, metrics, _ = start_web()
-    assert client.upload(sdk_batch(), path="/v3/JS/nope/events")[0] == 403
+    status, headers, _ = client.upload(sdk_batch(), path="/v3/JS/nope/events")
+    assert status == 403
+    # Readable by a page on an allowed origin, so that the SDK drops the batch.
+    assert headers["access-control-allow-origin"] == ORIGIN
+    assert (
+        "access-control-allow-origin"
+        not in client.upload(sdk_batch(), path="/v3/JS/nope/events", origin=OTHER_ORIGIN)[1]
+    )
     assert client.upload(sdk_batch(), path="/v3/JS/srv-key/events")[0] == 403
     assert intake.batches == []
-    assert rejected(metrics, "forbidden", "-") == 2
+    assert rejected(metrics, "forbidden", "-") == 3
 
 
 def test_a_web_key_never_authenticates_on_the_events_api(start_web: Any) -> None:

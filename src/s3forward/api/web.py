@@ -211,10 +211,8 @@ class WebApi:
     def _preflight(self, request: WebRequest, key: str | None) -> Response:
         origin = request.headers.get(b"origin")
         policy = self._any_origin
-        if key is not None:
-            web = self._by_key.get(key)
-            if web is None:
-                raise UnknownWebKey("the key in the path names no web input")
+        web = self._by_key.get(key) if key is not None else None
+        if web is not None:
             request.input_name = web.name
             policy = web.origins
         if not policy.allows(origin):
@@ -225,6 +223,9 @@ class WebApi:
     def _input_for(self, request: WebRequest, key: bytes | None, where: str) -> _WebInput:
         web = self._by_key.get(key.decode("latin-1")) if key else None
         if web is None:
+            # A page on an allowed origin with a wrong key must be able to read this 403 (and
+            # drop the batch) rather than see a CORS failure (and re-send it forever).
+            request.extra_headers = self._any_origin.answer_headers(request.headers.get(b"origin"))
             raise UnknownWebKey(f"the {where} names no web input")
         request.input_name = web.name
         return web
