@@ -80,6 +80,7 @@ def test_every_web_setting_is_read() -> None:
         quota_bytes_per_hour="1MiB",
         max_batch_bytes="32KiB",
         sdk_flags={"eventBatchingIntervalMillis": "5000"},
+        require_issued_mpid=True,
     ).inputs["site"]
     assert site.web.allowed_origins == ("https://a.example", "http://127.0.0.1:8000")
     assert (site.web.per_ip_requests_per_minute, site.web.per_ip_burst) == (10, 5)
@@ -87,6 +88,7 @@ def test_every_web_setting_is_read() -> None:
     assert (site.web.quota_batches_per_hour, site.web.quota_bytes_per_hour) == (100, 1024**2)
     assert site.web.max_batch_bytes == 32 * 1024
     assert site.web.sdk_flags == {"eventBatchingIntervalMillis": "5000"}
+    assert site.web.require_issued_mpid is True
 
 
 def test_a_web_input_refuses_a_secret_and_needs_origins_and_a_key() -> None:

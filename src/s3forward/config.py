@@ -108,6 +108,7 @@ class WebInputSettings:
     """0: no quota."""
     max_batch_bytes: int = 128 * 1024
     sdk_flags: Mapping[str, str] = field(default_factory=dict)
+    require_issued_mpid: bool = False
 
 
 @dataclass(frozen=True)
@@ -539,6 +540,7 @@ def _read_web_input(name: str, table: _Table) -> InputSettings:
         quota_bytes_per_hour=table.size("quota_bytes_per_hour", 0, minimum=0),
         max_batch_bytes=table.size("max_batch_bytes", d.max_batch_bytes, minimum=1024),
         sdk_flags=table.string_map("sdk_flags"),
+        require_issued_mpid=table.boolean("require_issued_mpid", d.require_issued_mpid),
     )
     table.finish()
     return InputSettings(

@@ -233,6 +233,24 @@ def test_an_upload_over_max_batch_bytes_is_413_with_cors(start_web: Any) -> None
     assert rejected(metrics, "too_large") == 1
 
 
+def test_require_issued_mpid_refuses_forged_mpids_with_422(start_web: Any) -> None:
+    client, intake, metrics, _ = start_web(require_issued_mpid=True)
+    issuer = MpidIssuer(IDENTITY_KEY.encode())
+    _, _, identified = client.identity("identify", {"device_application_stamp": DAS})
+    anonymous = sdk_batch(1, mpid=identified["mpid"])
+    assert client.upload(anonymous)[0] == 202
+    user = issuer.for_identity("customerid", "c-9")
+    logged_in = sdk_batch(2, mpid=str(user), user_identities={"customer_id": "c-9"})
+    assert client.upload(logged_in)[0] == 202
+    status, _, body = client.upload(sdk_batch(3, mpid="12345"))
+    assert status == 422
+    assert "require_issued_mpid" in body["errors"][0]["message"]
+    claimed = sdk_batch(4, mpid=str(user), user_identities={"customer_id": "someone-else"})
+    assert client.upload(claimed)[0] == 422
+    assert len(intake.batches) == 2
+    assert rejected(metrics, "unprocessable") == 2
+
+
 def test_a_full_spool_answers_429_which_the_sdk_retries(start_web: Any) -> None:
     client, intake, _, _ = start_web()
     intake.error = SpoolFullError("full", retry_after=9)

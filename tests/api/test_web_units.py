@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from s3forward.api.cors import PREFLIGHT_MAX_AGE, OriginPolicy
-from s3forward.api.identity import MpidIssuer, identify_answer, known_identities, modify_answer
+from s3forward.api.identity import (
+    MpidIssuer,
+    identify_answer,
+    issued_mpids,
+    known_identities,
+    modify_answer,
+)
 from s3forward.api.ratelimit import HourlyQuota, TokenBucketLimiter, retry_after_seconds
 from s3forward.errors import BatchValidationError
 from s3forward.mparticle import Limits, parse_events_request, read_batches
@@ -89,6 +95,22 @@ def test_modify_keeps_the_mpid() -> None:
     assert answer == {"change_results": [{"identity_type": "email", "modified_mpid": "7"}]}
     with pytest.raises(BatchValidationError):
         modify_answer(7, {"identity_changes": "no"})
+
+
+def test_issued_mpids_of_a_batch_are_its_device_and_user_mpids() -> None:
+    issuer = MpidIssuer(KEY)
+    batch = {
+        "mp_deviceid": "d1",
+        "user_identities": {"customer_id": "c-1", "email": "A@b.c", "other": "o"},
+    }
+    assert issued_mpids(issuer, batch) == {
+        issuer.for_device("d1"),
+        issuer.for_identity("customerid", "c-1"),
+        issuer.for_identity("email", "a@b.c"),
+    }
+    outbound = {"user_identities": [{"identity_type": "customer_id", "identity": "c-1"}]}
+    assert issued_mpids(issuer, outbound) == {issuer.for_identity("customerid", "c-1")}
+    assert issued_mpids(issuer, {"user_identities": "junk", "mp_deviceid": 5}) == set()
 
 
 def test_an_empty_identity_key_is_refused() -> None:

@@ -149,8 +149,9 @@ def outsider(tmp_path_factory: pytest.TempPathFactory, sdk_script: Path) -> Iter
 def service(
     tmp_path_factory: pytest.TempPathFactory, pages: PageServer
 ) -> Iterator[ServiceProcess]:
-    """s3forward with two web inputs: ``site`` (default limits) and ``tight`` (2 requests per
-    device, then one every 3 s), both allowing only the page server's origin."""
+    """s3forward with two web inputs: ``site`` (default limits; only MPIDs it issued) and
+    ``tight`` (2 requests per device, then one every 3 s), both allowing only the page server's
+    origin."""
     workdir = tmp_path_factory.mktemp("service")
     port = free_port()
     text = f"""
@@ -166,6 +167,7 @@ api_key = "{SITE_KEY}"
 app_name = "Site"
 allowed_origins = ["{pages.origin}"]
 identity_key = "${{S3F_TEST_SECRET}}"
+require_issued_mpid = true
 
 [inputs.tight]
 kind = "web"

@@ -93,6 +93,30 @@ class MpidIssuer:
         return self.for_device(stamp), False
 
 
+# Batch identity names (inbound map or outbound array) -> the identity-call names they hash as.
+_VERIFIABLE = {"customer_id": "customerid", "customerid": "customerid", "email": "email"}
+
+
+def issued_mpids(issuer: MpidIssuer, batch: Mapping[str, Any]) -> set[int]:
+    """The MPIDs this service can have issued for a batch: its device's, and its user's by
+    ``customer_id`` or ``email`` (other identity types are not checked)."""
+    found: set[int] = set()
+    stamp = batch.get("mp_deviceid")
+    if type(stamp) is str and stamp:
+        found.add(issuer.for_device(stamp))
+    identities = batch.get("user_identities")
+    pairs: list[tuple[Any, Any]] = []
+    if type(identities) is dict:
+        pairs = list(identities.items())
+    elif type(identities) is list:
+        pairs = [(i.get("identity_type"), i.get("identity")) for i in identities if type(i) is dict]
+    for name, value in pairs:
+        sdk_name = _VERIFIABLE.get(name) if type(name) is str else None
+        if sdk_name is not None and type(value) is str and value:
+            found.add(issuer.for_identity(sdk_name, value))
+    return found
+
+
 def known_identities(body: Any) -> dict[str, str]:
     """The ``known_identities`` of an identify/login/logout body, checked; nulls dropped."""
     if type(body) is not dict:
@@ -164,6 +188,7 @@ __all__ = [
     "DEVICE_STAMP",
     "MpidIssuer",
     "identify_answer",
+    "issued_mpids",
     "known_identities",
     "modify_answer",
 ]

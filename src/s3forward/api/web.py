@@ -37,7 +37,13 @@ import orjson
 import structlog
 
 from s3forward.api.cors import OriginPolicy
-from s3forward.api.identity import DEVICE_STAMP, MpidIssuer, identify_answer, modify_answer
+from s3forward.api.identity import (
+    DEVICE_STAMP,
+    MpidIssuer,
+    identify_answer,
+    issued_mpids,
+    modify_answer,
+)
 from s3forward.api.ratelimit import Clock, HourlyQuota, TokenBucketLimiter, retry_after_seconds
 from s3forward.api.responses import (
     ACCEPTED_BODY,
@@ -293,6 +299,18 @@ class WebApi:
             raise
         except InputError as exc:
             raise UnacceptableBatch(exc.problems) from None
+        if web.web.require_issued_mpid:
+            mpid = as_int64(batches[0].get("mpid"))
+            if mpid is None or mpid not in issued_mpids(web.issuer, batches[0]):
+                raise UnacceptableBatch(
+                    [
+                        Problem(
+                            "batch.mpid",
+                            "is not an MPID this service issued for the batch's mp_deviceid, "
+                            "customer_id or email (require_issued_mpid)",
+                        )
+                    ]
+                )
         wait = web.quota.take(len(batches), len(body), self._wall())
         if wait > 0:
             seconds = retry_after_seconds(wait)
