@@ -10,7 +10,8 @@ it is over) under ``body_timeout`` (408), decoding and validation (400/413), and
 
 Also served: ``GET /healthz`` (the process answers), ``GET /readyz`` (the intake and an optional
 extra check can take data) and ``GET /metrics`` (Prometheus text). The service can add or
-replace routes with ``extra_routes``.
+replace routes with ``extra_routes``. The mParticle Web SDK's endpoints for web inputs (issue 13)
+are answered by ``api/web.py``; their uploads join the same intake path through ``_submit``.
 """
 
 from __future__ import annotations
