@@ -418,7 +418,7 @@ def status(config_path: Path | None, url: str | None, as_json: bool) -> None:
         host = config.server.host
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
         url = f"http://{host}:{config.server.port}"
-        first = next(iter(config.inputs.values()), None)
+        first = next((i for i in config.inputs.values() if i.web is None), None)
         auth = (first.api_key, first.api_secret.reveal()) if first else None
     assert url is not None
     snap = _fetch_status(url, auth)

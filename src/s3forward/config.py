@@ -91,14 +91,50 @@ class Destination(StrEnum):
     LOCALDIR = "localdir"
 
 
+# Issue 13: web inputs, for browsers running the mParticle Web SDK. A web input has a public API
+# key and no secret; its requests are limited by origin, rate, quota and size instead.
+
+
+class InputKind(StrEnum):
+    SERVER = "server"
+    WEB = "web"
+
+
+@dataclass(frozen=True)
+class WebInputSettings:
+    """What a web input allows: page origins, rates, quotas, sizes, and the MPID hash key."""
+
+    allowed_origins: tuple[str, ...]
+    identity_key: Secret
+    per_ip_requests_per_minute: int = 600
+    per_ip_burst: int = 120
+    per_device_requests_per_minute: int = 120
+    per_device_burst: int = 30
+    quota_batches_per_hour: int = 0
+    """0: no quota."""
+    quota_bytes_per_hour: int = 0
+    """0: no quota."""
+    max_batch_bytes: int = 128 * 1024
+    sdk_flags: Mapping[str, str] = field(default_factory=dict)
+    require_issued_mpid: bool = False
+
+
 @dataclass(frozen=True)
 class InputSettings:
-    """A source of batches: its Basic-auth key and secret, and the App Name used in file names."""
+    """A source of batches: its Basic-auth key and secret, and the App Name used in file names.
+
+    A web input (issue 13) has ``web`` set and an empty ``api_secret`` that never authenticates.
+    """
 
     name: str
     api_key: str
     api_secret: Secret
     app_name: str
+    web: WebInputSettings | None = None
+
+    @property
+    def kind(self) -> InputKind:
+        return InputKind.SERVER if self.web is None else InputKind.WEB
 
 
 @dataclass(frozen=True)
@@ -198,6 +234,9 @@ class ServerSettings:
     max_batches_per_request: int = 100
     body_timeout: float = 30.0
     status_page: bool = True
+    # Issue 13: the Web SDK's endpoints.
+    web_path_prefix: str = ""
+    client_ip_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -453,6 +492,8 @@ def _describe(value: Any) -> str:
 
 
 def _read_input(name: str, table: _Table) -> InputSettings:
+    if table.choice("kind", InputKind, InputKind.SERVER) is InputKind.WEB:
+        return _read_web_input(name, table)
     api_key = table.string("api_key", required=True) or ""
     api_secret = table.string("api_secret", required=True, secret=True) or ""
     app_name = table.string("app_name", name) or name
@@ -468,6 +509,67 @@ def _read_input(name: str, table: _Table) -> InputSettings:
     table.finish()
     return InputSettings(
         name=name, api_key=api_key, api_secret=Secret(api_secret), app_name=app_name
+    )
+
+
+# Issue 13: web inputs.
+_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9a-f:.]+\](:\d{1,5})?$")
+_MIN_IDENTITY_KEY = 16
+
+
+def _read_web_input(name: str, table: _Table) -> InputSettings:
+    d = WebInputSettings
+    api_key = table.string("api_key", required=True) or ""
+    if table.has("api_secret"):
+        table.problem(
+            "api_secret",
+            'is not used by a kind = "web" input: a browser cannot keep a secret, so the key '
+            "is public and requests are limited by origin, rate and quota; remove it",
+        )
+        table.used.add("api_secret")
+    app_name = table.string("app_name", name) or name
+    if not app_name.strip():
+        table.problem("app_name", "must not be empty")
+    origins = [o.strip().rstrip("/") for o in table.string_list("allowed_origins")]
+    if not origins:
+        table.problem(
+            "allowed_origins",
+            'is required for a web input: the page origins allowed, e.g. ["https://www.example.com"]',
+        )
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            table.problem(
+                "allowed_origins",
+                f"{origin!r} is not an origin; expected scheme://host[:port] in lower case with "
+                "no path, e.g. 'https://www.example.com'",
+            )
+    identity_key = table.string("identity_key", required=True, secret=True) or ""
+    if identity_key and len(identity_key) < _MIN_IDENTITY_KEY:
+        table.problem(
+            "identity_key",
+            f"must be at least {_MIN_IDENTITY_KEY} characters (a random secret, e.g. from "
+            "`openssl rand -hex 32`, given as ${ENV_VAR})",
+        )
+    web = WebInputSettings(
+        allowed_origins=tuple(dict.fromkeys(origins)),
+        identity_key=Secret(identity_key),
+        per_ip_requests_per_minute=table.integer(
+            "per_ip_requests_per_minute", d.per_ip_requests_per_minute, minimum=1
+        ),
+        per_ip_burst=table.integer("per_ip_burst", d.per_ip_burst, minimum=1),
+        per_device_requests_per_minute=table.integer(
+            "per_device_requests_per_minute", d.per_device_requests_per_minute, minimum=1
+        ),
+        per_device_burst=table.integer("per_device_burst", d.per_device_burst, minimum=1),
+        quota_batches_per_hour=table.integer("quota_batches_per_hour", 0, minimum=0),
+        quota_bytes_per_hour=table.size("quota_bytes_per_hour", 0, minimum=0),
+        max_batch_bytes=table.size("max_batch_bytes", d.max_batch_bytes, minimum=1024),
+        sdk_flags=table.string_map("sdk_flags"),
+        require_issued_mpid=table.boolean("require_issued_mpid", d.require_issued_mpid),
+    )
+    table.finish()
+    return InputSettings(
+        name=name, api_key=api_key, api_secret=Secret(""), app_name=app_name, web=web
     )
 
 
@@ -696,9 +798,38 @@ def _read_server(table: _Table) -> ServerSettings:
         ),
         body_timeout=table.duration("body_timeout", d.body_timeout, minimum=0.1),
         status_page=table.boolean("status_page", d.status_page),
+        web_path_prefix=_web_path_prefix(table),
+        client_ip_header=_client_ip_header(table),
     )
     table.finish()
     return settings
+
+
+# Issue 13: where the Web SDK's endpoints live, and who the client is behind a proxy.
+_PATH_PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+def _web_path_prefix(table: _Table) -> str:
+    value = (table.string("web_path_prefix", "") or "").rstrip("/")
+    if value and not _PATH_PREFIX.match(value):
+        table.problem(
+            "web_path_prefix",
+            f"expected a path such as '/mp' (letters, digits, '.', '_', '~', '-' between "
+            f"slashes), got {value!r}",
+        )
+        return ""
+    return value
+
+
+def _client_ip_header(table: _Table) -> str | None:
+    value = table.optional_string("client_ip_header")
+    if value and not _HEADER_NAME.match(value):
+        table.problem(
+            "client_ip_header", f"expected a header name such as 'X-Forwarded-For', got {value!r}"
+        )
+        return None
+    return value.lower() if value else None
 
 
 def parse_listen(listen: str) -> tuple[str, int] | None:
@@ -874,6 +1005,8 @@ def describe_config(config: Config) -> dict[str, Any]:
     def plain(value: Any) -> Any:
         if isinstance(value, Secret):
             return "****"
+        if isinstance(value, WebInputSettings):  # issue 13
+            return obj(value)
         if isinstance(value, StrEnum):
             return value.value
         if isinstance(value, Path):
@@ -916,11 +1049,13 @@ __all__ = [
     "DeliverySettings",
     "Destination",
     "Encryption",
+    "InputKind",
     "InputSettings",
     "MetadataField",
     "Secret",
     "ServerSettings",
     "SpoolSettings",
+    "WebInputSettings",
     "config_from_mapping",
     "describe_config",
     "embedded_default",

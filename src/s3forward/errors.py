@@ -17,7 +17,12 @@ False (terminal: the input, the config or an operator must change something)::
     │   ├── MethodNotAllowed                no     405
     │   ├── UnsupportedMediaType            no     415
     │   ├── BodyTimeout                     yes    408: the body came too slowly
-    │   └── ClientDisconnected              yes    the client went away; nobody to answer
+    │   ├── ClientDisconnected              yes    the client went away; nobody to answer
+    │   ├── OriginNotAllowed                no     403: a web page origin not allowed
+    │   ├── UnknownWebKey                   no     403: no web input has this key
+    │   ├── RateLimited                     yes    429: one client address or device too fast
+    │   │   └── QuotaExceeded               yes      429: the web input's hourly quota
+    │   └── UnacceptableBatch               no     422: a web batch never to be accepted
     ├── SinkError                           -    writing to a destination failed
     │   ├── TransientSinkError              yes    5xx, SlowDown, timeouts, resets
     │   └── PermanentSinkError              no     AccessDenied, NoSuchBucket, bad keys
@@ -209,3 +214,37 @@ class ClientDisconnected(HttpError):
     """The client went away before the body was read; there is no one to answer."""
 
     transient = True
+
+
+# Issue 13: refusals of the Web SDK's endpoints (api/web.py).
+
+
+class OriginNotAllowed(HttpError):
+    """A web request from a page origin the input does not allow, or with none (403)."""
+
+
+class UnknownWebKey(HttpError):
+    """A web request naming no web input's API key (403)."""
+
+
+class RateLimited(HttpError):
+    """Too many requests from one client address or device (429, ``Retry-After``)."""
+
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(RateLimited):
+    """The input's hourly quota is used up (429, ``Retry-After`` until the next hour)."""
+
+
+class UnacceptableBatch(HttpError):
+    """A web batch that will never be accepted (422): the Web SDK retries a 400 forever, with
+    every later batch of the page queued behind it, but drops a 422."""
+
+    def __init__(self, problems: Sequence[object]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = tuple(str(p) for p in problems)

@@ -32,6 +32,11 @@ REJECT_REASONS = (
     "method_not_allowed",
     "unsupported_media_type",
     "internal",
+    # Issue 13: web inputs.
+    "origin_not_allowed",
+    "rate_limited",
+    "quota_exceeded",
+    "unprocessable",
 )
 """Values of the ``reason`` label of ``requests_rejected_total``."""
 

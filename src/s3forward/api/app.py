@@ -10,7 +10,8 @@ it is over) under ``body_timeout`` (408), decoding and validation (400/413), and
 
 Also served: ``GET /healthz`` (the process answers), ``GET /readyz`` (the intake and an optional
 extra check can take data) and ``GET /metrics`` (Prometheus text). The service can add or
-replace routes with ``extra_routes``.
+replace routes with ``extra_routes``. The mParticle Web SDK's endpoints for web inputs (issue 13)
+are answered by ``api/web.py``; their uploads join the same intake path through ``_submit``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from s3forward.api.responses import (
     json_response,
     rejection_for,
 )
+from s3forward.api.web import AliasSink, WebApi, hand_alias_to_pipeline
 from s3forward.config import Config
 from s3forward.errors import PayloadTooLargeError, Problem
 from s3forward.intake import Intake
@@ -83,7 +85,9 @@ class Request:
     __slots__ = (
         "body_complete",
         "body_stalled",
+        "client",
         "content_length",
+        "extra_headers",
         "headers",
         "input_name",
         "method",
@@ -108,6 +112,10 @@ class Request:
         chunked = b"transfer-encoding" in self.headers
         self.body_complete = not chunked and not self.content_length
         self.body_stalled = False
+        # Issue 13: the peer address (rate limits) and headers every answer carries (CORS).
+        peer = scope.get("client")
+        self.client: str = peer[0] if peer else "-"
+        self.extra_headers: list[tuple[bytes, bytes]] = []
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -130,6 +138,7 @@ class IngestApp:
         *,
         extra_routes: Mapping[tuple[str, str], Handler] | None = None,
         readiness: Readiness | None = None,
+        on_alias: AliasSink = hand_alias_to_pipeline,
     ) -> None:
         server = config.server
         self._limits = Limits(
@@ -153,12 +162,17 @@ class IngestApp:
         }
         for (method, path), handler in (extra_routes or {}).items():
             self._routes[(method.upper(), path.rstrip("/") or "/")] = handler
+        # Issue 13: the Web SDK's endpoints, answered by api/web.py through the same intake.
+        self._web = WebApi(
+            config, read_body=self._read_body, accept=self._accept, on_alias=on_alias
+        )
         self._methods: dict[str, list[str]] = {}
         for method, path in self._routes:
             self._methods.setdefault(path, []).append(method)
         # Bound once so the hot path skips the label lookup.
         self._ingest_seconds = {
-            name: metrics.ingest_seconds.labels(name) for name in ("events", "bulkevents", "alias")
+            name: metrics.ingest_seconds.labels(name)
+            for name in ("events", "bulkevents", "alias", "webevents")
         }
         self._input_counters = {
             name: (
@@ -185,6 +199,9 @@ class IngestApp:
         handler = self._routes.get((request.method, request.path))
         if handler is not None:
             return await handler(request)
+        web = self._web.handler_for(request)
+        if web is not None:
+            return await web()
         allowed = self._methods.get(request.path)
         if allowed is None:
             raise RouteNotFound(f"no such path: {request.path[:200]}")
@@ -220,10 +237,26 @@ class IngestApp:
             limits=self._limits,
         )
         batches = parse(payload, limits=self._limits)
-        result = await self._intake.submit(source.name, batches, received_at=received_at)
-        self._count_accepted(source.name, batches, result.duplicates)
-        self._ingest_seconds[endpoint].observe(time.perf_counter() - request.started)
+        await self._submit(request, source.name, batches, endpoint, received_at)
         return Response(202, ACCEPTED_BODY)
+
+    async def _submit(
+        self,
+        request: Request,
+        input_name: str,
+        batches: list[dict[str, Any]],
+        endpoint: str,
+        received_at: float,
+    ) -> None:
+        result = await self._intake.submit(input_name, batches, received_at=received_at)
+        self._count_accepted(input_name, batches, result.duplicates)
+        self._ingest_seconds[endpoint].observe(time.perf_counter() - request.started)
+
+    async def _accept(
+        self, request: Request, input_name: str, batches: list[dict[str, Any]]
+    ) -> None:
+        """The web upload's way into the same intake path (issue 13)."""
+        await self._submit(request, input_name, batches, "webevents", time.time())
 
     async def _read_body(self, request: Request) -> bytes:
         """The whole body, refused as soon as it passes ``max_request_bytes`` or the timeout."""
@@ -320,6 +353,7 @@ class IngestApp:
         ]
         if response.headers:
             headers.extend(response.headers)
+        headers.extend(request.extra_headers)
         if not self._can_keep_alive(request):
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})

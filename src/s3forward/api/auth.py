@@ -43,7 +43,8 @@ class Authenticator:
     """Finds the input whose key and secret a request's ``Authorization`` header carries."""
 
     def __init__(self, inputs: Mapping[str, InputSettings]) -> None:
-        self._by_key = {i.api_key: i for i in inputs.values()}
+        # Web inputs (issue 13) have a public key and no secret: never valid Basic credentials.
+        self._by_key = {i.api_key: i for i in inputs.values() if i.web is None}
 
     def authenticate(self, header: bytes | None) -> InputSettings:
         """The input named by ``header``.

@@ -23,11 +23,16 @@ from s3forward.errors import (
     HttpError,
     InputError,
     MethodNotAllowed,
+    OriginNotAllowed,
     PayloadTooLargeError,
+    QuotaExceeded,
+    RateLimited,
     RouteNotFound,
     SpoolFullError,
     SpoolUnavailableError,
     StoppingError,
+    UnacceptableBatch,
+    UnknownWebKey,
     UnsupportedMediaType,
 )
 
@@ -117,6 +122,18 @@ def rejection_for(exc: BaseException, *, retry_after: int) -> Rejection:
             return _reject(415, "UNSUPPORTED_MEDIA_TYPE", "unsupported_media_type", [str(exc)])
         case BodyTimeout():
             return _reject(408, "REQUEST_TIMEOUT", "timeout", [str(exc)])
+        case OriginNotAllowed():
+            return _reject(403, "FORBIDDEN", "origin_not_allowed", [str(exc)])
+        case UnknownWebKey():
+            return _reject(403, "FORBIDDEN", "forbidden", [str(exc)])
+        case QuotaExceeded():
+            headers = [(b"retry-after", str(exc.retry_after).encode())]
+            return _reject(429, "TOO_MANY_REQUESTS", "quota_exceeded", [str(exc)], headers)
+        case RateLimited():
+            headers = [(b"retry-after", str(exc.retry_after).encode())]
+            return _reject(429, "TOO_MANY_REQUESTS", "rate_limited", [str(exc)], headers)
+        case UnacceptableBatch():
+            return _reject(422, "UNPROCESSABLE_ENTITY", "unprocessable", list(exc.problems))
         case _:
             return _reject(500, "INTERNAL", "internal", [INTERNAL_MESSAGE])
 
@@ -127,9 +144,14 @@ __all__ = [
     "ClientDisconnected",
     "HttpError",
     "MethodNotAllowed",
+    "OriginNotAllowed",
+    "QuotaExceeded",
+    "RateLimited",
     "Rejection",
     "Response",
     "RouteNotFound",
+    "UnacceptableBatch",
+    "UnknownWebKey",
     "UnsupportedMediaType",
     "json_response",
     "rejection_for",

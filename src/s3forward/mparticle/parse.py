@@ -14,6 +14,7 @@ import orjson
 
 from s3forward.errors import BatchValidationError, PayloadTooLargeError, Problem
 from s3forward.mparticle.catalogue import DEVICE_ID_FIELDS, as_int64, describe
+from s3forward.mparticle.normalise import normalise_batch
 from s3forward.mparticle.requests import is_alias_request, validate_item
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -219,6 +220,7 @@ def _validated(items: list[tuple[str, Any]], limits: Limits) -> ValidatedBatches
     result.encoded = []
     for where, batch in items:
         before = len(problems)
+        normalise_batch(batch)
         validate_item(batch, where, problems)
         if len(problems) == before:
             encoded = orjson.dumps(batch)
