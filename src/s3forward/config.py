@@ -169,6 +169,11 @@ class ConnectionSettings:
         return BatchingMode.PER_DEVICE if self.send_as_batch else BatchingMode.PER_EVENT
 
 
+MAX_JSON_DEPTH = 200
+"""Issue 10: the deepest ``server.max_json_depth`` allowed; orjson cannot write past 254 levels
+and stored forms wrap a batch in a few more."""
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """The Events API endpoint and its limits."""
@@ -180,6 +185,12 @@ class ServerSettings:
     max_batches_per_request: int = 100
     body_timeout: float = 30.0
     status_page: bool = True
+    # Issue 10 (hardening the front door): limits on hostile or broken clients.
+    max_header_bytes: int = 32 * 1024
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 15.0
+    max_connections: int = 1024
+    max_json_depth: int = 64
 
 
 @dataclass(frozen=True)
@@ -615,6 +626,16 @@ def _read_server(table: _Table) -> ServerSettings:
         ),
         body_timeout=table.duration("body_timeout", d.body_timeout, minimum=0.1),
         status_page=table.boolean("status_page", d.status_page),
+        # Issue 10 (hardening the front door).
+        max_header_bytes=table.size("max_header_bytes", d.max_header_bytes, minimum=1024),
+        header_timeout=table.duration("header_timeout", d.header_timeout, minimum=0.1),
+        keep_alive_timeout=table.duration("keep_alive_timeout", d.keep_alive_timeout, minimum=0.1),
+        max_connections=table.integer(
+            "max_connections", d.max_connections, minimum=1, maximum=1_000_000
+        ),
+        max_json_depth=table.integer(
+            "max_json_depth", d.max_json_depth, minimum=8, maximum=MAX_JSON_DEPTH
+        ),
     )
     table.finish()
     return settings
@@ -826,6 +847,7 @@ def describe_config(config: Config) -> dict[str, Any]:
 
 __all__ = [
     "FORWARDING_PREFIX",
+    "MAX_JSON_DEPTH",
     "ROLE_MODE_ACL",
     "UNSELECTED_MESSAGE",
     "BatchingMode",
