@@ -271,7 +271,7 @@ def test_nesting_at_the_depth_limit_is_accepted(
 def test_nesting_past_the_limit_gets_400_naming_the_path_never_500(
     start_service: Callable[..., ServiceProcess],
 ) -> None:
-    """65, 253, 254, 300 and 1,000 levels all get 400 with the path of the first level too deep."""
+    """65, 253, 254, 300 and 1,001 levels all get 400 with the path of the first level too deep."""
     service = start_service()
     path = "batch.x" + "[0]" * 63
     for levels in (64, 252, 253, 299, 1000):
