@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import resource
 import socket
 import threading
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 from servicekit import API_KEY, API_SECRET, ServiceProcess, bucket_lines, wait_for
 
 AUTH = "Basic " + base64.b64encode(f"{API_KEY}:{API_SECRET}".encode()).decode()
@@ -144,6 +146,26 @@ def test_a_head_just_over_the_limit_gets_431(
     assert status == 431
     assert response.getheader("connection") == "close"
     assert b"over 4096 bytes" in body
+
+
+def test_pipelined_requests_in_one_write_are_each_answered(
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    """Three requests sent back to back in one write get three 202s, in order."""
+    service = start_service(server='max_header_bytes = "4KiB"')
+    requests = b"".join(request(orjson.dumps(batch(20 + n)), pad=2000) for n in range(3))
+    with connect(service) as sock:
+        sock.sendall(requests)
+        received = b""
+        deadline = time.monotonic() + 10
+        while received.count(b"HTTP/1.1 ") < 3 or not received.endswith(b"{}"):
+            assert time.monotonic() < deadline, received
+            chunk = sock.recv(65536)
+            assert chunk, f"closed early after {received!r}"
+            received += chunk
+    assert [line[:12] for line in received.split(b"\r\n") if line.startswith(b"HTTP/")] == [
+        b"HTTP/1.1 202"
+    ] * 3
 
 
 # ------------------------------------------------------------------------------ timeouts
@@ -328,3 +350,20 @@ def test_a_half_close_in_the_middle_of_the_body_closes_without_an_answer(
     status, metrics = service.get("/metrics")
     assert status == 200
     assert b's3forward_batches_received_total{input="app"} 1.0' not in metrics
+
+
+# ------------------------------------------------------------------------------ open files
+
+
+@pytest.mark.skipif(
+    resource.getrlimit(resource.RLIMIT_NOFILE)[1] >= 1_000_256,
+    reason="the hard open-files limit here is high enough for a million connections",
+)
+def test_the_service_warns_at_start_when_the_open_files_limit_is_too_low(
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    """max_connections above what RLIMIT_NOFILE allows is logged as a warning at start."""
+    service = start_service(server="max_connections = 1000000")
+    wait_for(lambda: "open-files limit too low" in service.log(), 10, "the warning")
+    assert "server.max_connections = 1000000 needs about 1000256" in service.log()
+    assert service.post("/v2/events", batch(13))[0] == 202

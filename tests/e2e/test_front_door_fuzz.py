@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
-import pytest
 from servicekit import API_KEY, API_SECRET, ServiceProcess, bucket_lines, wait_for
 
 MALFORMED = 10_000
@@ -178,7 +177,6 @@ class Client:
         self.conn.close()
 
 
-@pytest.mark.slow
 def test_ten_thousand_malformed_bodies_get_no_5xx_and_valid_batches_land_once(
     start_service: Callable[..., ServiceProcess], s3_client: Any, bucket: str
 ) -> None:
