@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import os
 import resource
 import socket
 import threading
@@ -75,6 +76,17 @@ def closed_by_server(sock: socket.socket) -> bool:
         return sock.recv(65536) == b""
     except ConnectionResetError:
         return True
+
+
+def held_connections(service: ServiceProcess, count: int) -> list[socket.socket]:
+    """``count`` keep-alive connections, each proven accepted (and counted) by one 202."""
+    held = []
+    for seq in range(count):
+        sock = connect(service)
+        held.append(sock)
+        sock.sendall(request(orjson.dumps(batch(1000 + seq))))
+        assert read_answer(sock)[0] == 202
+    return held
 
 
 def proc_kib(pid: int, field: str) -> int:
@@ -238,8 +250,8 @@ def test_the_connection_cap_refuses_with_503_and_valid_clients_get_202_once_belo
     start_service: Callable[..., ServiceProcess],
 ) -> None:
     """At max_connections, new clients get a clean 503 + Retry-After; after some close, 202."""
-    service = start_service(server='max_connections = 8\nheader_timeout = "60s"')
-    idle = [connect(service) for _ in range(8)]
+    service = start_service(server='max_connections = 8\nkeep_alive_timeout = "60s"')
+    idle = held_connections(service, 8)
     try:
         # Every refusal is an HTTP answer (not a reset), and the refusals leave no trace.
         for seq in range(20):
@@ -260,6 +272,40 @@ def test_the_connection_cap_refuses_with_503_and_valid_clients_get_202_once_belo
         assert read_answer(idle[4])[0] == 202
     finally:
         for sock in idle:
+            sock.close()
+
+
+def test_a_flood_of_connections_over_the_cap_does_not_hold_open_files(
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    """600 connections at once over a cap of 4, all kept open by the client: the service closes
+    its side of every refused one within the linger time (its open files drop back to the 4
+    it serves), keeps running, and answers 202 once below the cap."""
+    service = start_service(server='max_connections = 4\nkeep_alive_timeout = "60s"')
+    assert service.process is not None
+    fd_dir = f"/proc/{service.process.pid}/fd"
+    files_before = len(os.listdir(fd_dir))
+    held = held_connections(service, 4)
+    flood: list[socket.socket] = []
+    try:
+        flood.extend(connect(service) for _ in range(600))
+        wait_for(
+            lambda: len(os.listdir(fd_dir)) <= files_before + 4 + 5,
+            15,
+            "the refused connections' files closed by the service",
+            step=0.1,
+        )
+        assert service.alive()
+        for sock in held:
+            sock.close()
+        wait_for(
+            lambda: service.post("/v2/events", batch(14))[0] == 202,
+            10,
+            "a 202 once the flood is over",
+            step=0.1,
+        )
+    finally:
+        for sock in held + flood:
             sock.close()
 
 

@@ -39,6 +39,9 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _LINGER_SECONDS = 1.0
+_MAX_LINGERING = 256
+"""Refused connections kept open to linger at once; past this a refusal closes at once (a
+flood of refusals must not use up the open files that the cap protects)."""
 FILES_RESERVE = 256
 """Open files the service needs besides client connections: spool, logs, builder pipes, S3."""
 
@@ -76,6 +79,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """
 
     limits: ClassVar[FrontDoorLimits] = FrontDoorLimits()
+    lingering: ClassVar[list[int]] = [0]
+    """How many refused connections are lingering now (one counter per server)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -115,6 +120,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
+            self.lingering[0] -= 1
         if self._refused:
             self.connections.discard(self)
             self._unset_keepalive_if_required()
@@ -249,7 +255,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 def guarded_protocol(limits: FrontDoorLimits) -> type[GuardedHttpToolsProtocol]:
     """A ``GuardedHttpToolsProtocol`` subclass enforcing ``limits`` (pass it as ``http=``)."""
-    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+    attributes = {"limits": limits, "lingering": [0]}
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), attributes)
 
 
 def raise_open_files_limit(
