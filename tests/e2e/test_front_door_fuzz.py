@@ -5,7 +5,7 @@ every field of two template batches replaced by every wrong type and by literals
 trip on (huge numbers, 1e400, lone surrogates, invalid UTF-8), truncations at every cut, random
 bytes, random byte mutations, broken gzip, wrong top-level types and deep nesting. Between them,
 every 50th request is a valid batch with its own ``source_request_id``; each of those must be in
-the bucket exactly once afterwards.
+the bucket exactly once afterwards. A second test puts odd bytes into every request header.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import base64
 import gzip
 import http.client
 import random
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -222,3 +223,59 @@ def test_ten_thousand_malformed_bodies_get_no_5xx_and_valid_batches_land_once(
     counts = delivered()
     assert sorted(counts) == valid_ids
     assert set(counts.values()) == {1}, "a valid batch was delivered more than once"
+
+
+ODD_HEADER_VALUES: list[bytes] = [
+    b"",
+    b"\xff\xfe",
+    b"\xc3",
+    b"Basic",
+    b"Basic \xff",
+    b"Basic ====",
+    b"Basic " + base64.b64encode(b"\xff:\xfe"),
+    b"Basic " + base64.b64encode(b"no-colon"),
+    b"x" * 8000,
+    b"gzip, \xff",
+    b"application/json; charset=\xff",
+    b"\x01\x02",
+    b"-1",
+    b"99999999999999999999999",
+]
+HEADER_NAMES = [
+    b"Authorization",
+    b"Content-Type",
+    b"Content-Encoding",
+    b"X-Request-Id",
+    b"Content-Length",
+    b"Transfer-Encoding",
+    b"Expect",
+    b"Connection",
+    b"Host",
+]
+
+
+def test_odd_values_in_every_header_get_an_answer_and_never_a_5xx(
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    """Each header set to bytes clients should never send: always a 4xx or a 202, never a 5xx
+    or a connection closed without an answer."""
+    service = start_service()
+    token = base64.b64encode(f"{API_KEY}:{API_SECRET}".encode())
+    body = orjson.dumps(template(9_500_000))
+    unanswered: list[tuple[bytes, bytes, bytes]] = []
+    for name in HEADER_NAMES:
+        for value in ODD_HEADER_VALUES:
+            headers = {
+                b"Host": b"127.0.0.1",
+                b"Authorization": b"Basic " + token,
+                b"Content-Type": b"application/json",
+                b"Content-Length": str(len(body)).encode(),
+                name: value,
+            }
+            head = b"".join(k + b": " + v + b"\r\n" for k, v in headers.items())
+            with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+                sock.sendall(b"POST /v2/events HTTP/1.1\r\n" + head + b"\r\n" + body)
+                answer = sock.recv(65536)
+            if not answer.startswith(b"HTTP/1.1 ") or answer[9:10] == b"5":
+                unanswered.append((name, value[:20], answer[:100]))
+    assert not unanswered
