@@ -240,7 +240,8 @@ def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(
         assert response.getheader("connection") != "close"
         answered = time.monotonic()
         assert closed_by_server(sock)
-        assert 0.9 <= time.monotonic() - answered < 10
+        # Well under uvicorn's own default of 5 s, so the setting is what closed it.
+        assert 0.9 <= time.monotonic() - answered < 4
 
 
 # ------------------------------------------------------------------------------ connection cap

@@ -160,10 +160,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             completed = self._heads_completed
             self._head_bytes = limit
             self._feed(view[:room])
+            if self.transport.is_closing():
+                return  # the parser refused the bytes (400) or the connection is going
             if self._heads_completed == completed:
                 self._refuse_head_too_large()
-                return
-            if self.transport.is_closing():
                 return
             view = view[room:]
 
