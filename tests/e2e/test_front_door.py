@@ -178,6 +178,22 @@ def test_pipelined_requests_in_one_write_are_each_answered(
     assert received.count(b"HTTP/1.1 ") == received.count(b"HTTP/1.1 202 ") == 3
 
 
+def test_bytes_that_are_not_http_get_a_json_400_naming_the_parser_error(
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    """A malformed request line is answered like every other bad request, then closed."""
+    service = start_service()
+    with connect(service) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        status, response, body = read_answer(sock)
+        assert status == 400
+        assert response.getheader("connection") == "close"
+        error = orjson.loads(body)["errors"][0]
+        assert error["code"] == "BAD_REQUEST"
+        assert error["message"].startswith("the request is not valid HTTP/1.1: ")
+        assert closed_by_server(sock)
+
+
 # ------------------------------------------------------------------------------ timeouts
 
 

@@ -11,6 +11,8 @@ per connection:
   connection is closed (slowloris). The body has its own timeout in the app (``body_timeout``).
 - **connection cap**: a connection accepted while ``max_connections`` are open is answered 503
   (``Retry-After: 1``) at once and closed; it never reaches the app and is not counted.
+- **malformed HTTP**: 400 with the parser's reason in the usual JSON error body (uvicorn's own
+  answer is a plain-text 400).
 - **half-close**: a client that shuts down its sending side after a complete request still
   gets the answer; the connection closes after it. A half-close in the middle of a request
   closes the connection (the request was incomplete, so nothing was stored).
@@ -170,9 +172,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _feed(self, data: memoryview) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.logger.warning("Invalid HTTP request received.")
-            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserError as exc:
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                self.transport.close()  # garbage behind a request still being answered
+                return
+            self._refuse(
+                _refusal(
+                    b"400 Bad Request",
+                    "BAD_REQUEST",
+                    f"the request is not valid HTTP/1.1: {str(exc)[:200]}",
+                )
+            )
         except httptools.HttpParserUpgrade:
             self._unsupported_upgrade_warning()
 
