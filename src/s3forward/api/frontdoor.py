@@ -19,10 +19,10 @@ per connection:
 
 - **keep-alive idle time**: uvicorn's own keep-alive timer, set to ``keep_alive_timeout``.
 
-Refusals (400, 431, 408, 503) are written with ``Connection: close``, then the sending side is shut
-and whatever the client still sends is read and dropped for at most ``_LINGER_SECONDS`` before
-the socket is closed: closing with unread data would send a reset that can destroy the answer
-before the client reads it.
+Refusals (400, 431, 408, 503) are written with ``Connection: close``, then the sending side is
+shut and whatever the client still sends is read and dropped for at most ``_LINGER_SECONDS``
+before the socket is closed: closing with unread data would send a reset that can destroy the
+answer before the client reads it.
 
 ``raise_open_files_limit`` runs at start: it raises the soft RLIMIT_NOFILE towards what
 ``max_connections`` needs and returns a warning when the limit stays too low.
