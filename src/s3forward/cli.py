@@ -208,7 +208,10 @@ def forward(
     name = input_name or settings.inputs[0]
     if name not in config.inputs:
         _fail(f"--input {name!r} is not in the config", EXIT_USAGE)
-    limits = Limits(max_batch_bytes=config.server.max_batch_bytes)
+    limits = Limits(
+        max_batch_bytes=config.server.max_batch_bytes,
+        max_json_depth=config.server.max_json_depth,
+    )
     batches: list[dict[str, Any]] = []
     problems: list[InputError] = []
     for path in files or (Path("-"),):

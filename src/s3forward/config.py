@@ -223,6 +223,11 @@ class ConnectionSettings:
         return BatchingMode.PER_DEVICE if self.send_as_batch else BatchingMode.PER_EVENT
 
 
+MAX_JSON_DEPTH = 200
+"""Issue 10: the deepest ``server.max_json_depth`` allowed; orjson cannot write past 254 levels
+and stored forms wrap a batch in a few more."""
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """The Events API endpoint and its limits."""
@@ -237,6 +242,12 @@ class ServerSettings:
     # Issue 13: the Web SDK's endpoints.
     web_path_prefix: str = ""
     client_ip_header: str | None = None
+    # Issue 10 (hardening the front door): limits on hostile or broken clients.
+    max_header_bytes: int = 32 * 1024
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 15.0
+    max_connections: int = 1024
+    max_json_depth: int = 64
 
 
 @dataclass(frozen=True)
@@ -800,6 +811,16 @@ def _read_server(table: _Table) -> ServerSettings:
         status_page=table.boolean("status_page", d.status_page),
         web_path_prefix=_web_path_prefix(table),
         client_ip_header=_client_ip_header(table),
+        # Issue 10 (hardening the front door).
+        max_header_bytes=table.size("max_header_bytes", d.max_header_bytes, minimum=1024),
+        header_timeout=table.duration("header_timeout", d.header_timeout, minimum=0.1),
+        keep_alive_timeout=table.duration("keep_alive_timeout", d.keep_alive_timeout, minimum=0.1),
+        max_connections=table.integer(
+            "max_connections", d.max_connections, minimum=1, maximum=1_000_000
+        ),
+        max_json_depth=table.integer(
+            "max_json_depth", d.max_json_depth, minimum=8, maximum=MAX_JSON_DEPTH
+        ),
     )
     table.finish()
     return settings
@@ -1040,6 +1061,7 @@ def describe_config(config: Config) -> dict[str, Any]:
 
 __all__ = [
     "FORWARDING_PREFIX",
+    "MAX_JSON_DEPTH",
     "ROLE_MODE_ACL",
     "UNSELECTED_MESSAGE",
     "BatchingMode",

@@ -21,7 +21,8 @@ import structlog
 import uvicorn
 
 from s3forward.api.app import IngestApp
-from s3forward.api.server import make_uvicorn_server
+from s3forward.api.frontdoor import raise_open_files_limit
+from s3forward.api.server import front_door_limits, make_uvicorn_server
 from s3forward.api.status_page import status_routes
 from s3forward.clock import Clock, SystemClock
 from s3forward.config import Config
@@ -173,7 +174,13 @@ class Service:
             readiness=rt.readiness,
             extra_routes=routes,  # type: ignore[arg-type]
         )
-        server = make_uvicorn_server(app, config.server.host, config.server.port)
+        server = make_uvicorn_server(
+            app, config.server.host, config.server.port, limits=front_door_limits(config.server)
+        )
+        # Issue 10: enough open files for server.max_connections, or a warning saying so.
+        files_warning = raise_open_files_limit(config.server.max_connections)
+        if files_warning is not None:
+            log.warning("open-files limit too low", problem=files_warning)
         self._server = server
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -145,6 +145,7 @@ class IngestApp:
             max_batch_bytes=server.max_batch_bytes,
             max_request_bytes=server.max_request_bytes,
             max_batches=server.max_batches_per_request,
+            max_json_depth=server.max_json_depth,
         )
         self._body_timeout = server.body_timeout
         self._retry_after = config.spool.retry_after

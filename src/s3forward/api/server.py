@@ -1,4 +1,4 @@
-"""Running the ASGI app on uvicorn (uvloop event loop, httptools parser).
+"""Running the ASGI app on uvicorn (uvloop event loop, httptools parser, ``api.frontdoor``).
 
 The service owns the event loop and the signals: it ``await``s ``server.serve()`` inside its
 own loop and stops the server with ``server.should_exit = True``. uvicorn's own SIGINT/SIGTERM
@@ -13,6 +13,9 @@ from collections.abc import Generator
 from typing import Any
 
 import uvicorn
+
+from s3forward.api.frontdoor import FrontDoorLimits, guarded_protocol
+from s3forward.config import ServerSettings
 
 
 class QuietServer(uvicorn.Server):
@@ -30,7 +33,7 @@ def make_uvicorn_server(
     *,
     log_level: str = "warning",
     handle_signals: bool = False,
-    timeout_keep_alive: int = 30,
+    limits: FrontDoorLimits | None = None,
     timeout_graceful_shutdown: int | None = None,
 ) -> uvicorn.Server:
     """A uvicorn server for ``app``, tuned for many small POSTs on one core.
@@ -38,13 +41,15 @@ def make_uvicorn_server(
     No access log (the app logs rejections itself), no ``Server`` header, no lifespan or
     websockets. ``handle_signals=True`` keeps uvicorn's SIGINT/SIGTERM handling (standalone
     use); by default the caller stops the server with ``server.should_exit = True``.
+    The connection limits (head size and time, keep-alive, connection cap, half-close) are
+    ``api.frontdoor``'s, with ``limits`` or its defaults.
     """
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(limits or FrontDoorLimits()),
         ws="none",
         lifespan="off",
         access_log=False,
@@ -52,10 +57,19 @@ def make_uvicorn_server(
         proxy_headers=False,
         log_config=None,
         log_level=log_level,
-        timeout_keep_alive=timeout_keep_alive,
         timeout_graceful_shutdown=timeout_graceful_shutdown,
     )
     return uvicorn.Server(config) if handle_signals else QuietServer(config)
 
 
-__all__ = ["QuietServer", "make_uvicorn_server"]
+def front_door_limits(server: ServerSettings) -> FrontDoorLimits:
+    """The connection limits of the ``[server]`` settings."""
+    return FrontDoorLimits(
+        max_header_bytes=server.max_header_bytes,
+        header_timeout=server.header_timeout,
+        max_connections=server.max_connections,
+        keep_alive_timeout=server.keep_alive_timeout,
+    )
+
+
+__all__ = ["QuietServer", "front_door_limits", "make_uvicorn_server"]

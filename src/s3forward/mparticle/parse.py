@@ -30,6 +30,8 @@ class Limits:
     max_batch_bytes: int = 128 * 1024
     max_request_bytes: int = 256 * 1024
     max_batches: int = 100
+    max_json_depth: int = 64
+    """Nesting levels a batch may have; the batch object itself is level 1."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,7 +225,9 @@ def _validated(items: list[tuple[str, Any]], limits: Limits) -> ValidatedBatches
         normalise_batch(batch)
         validate_item(batch, where, problems)
         if len(problems) == before:
-            encoded = orjson.dumps(batch)
+            encoded = _encode_within_depth(batch, where, limits.max_json_depth, problems)
+            if encoded is None:
+                continue
             if len(encoded) > limits.max_batch_bytes:
                 too_large.append(
                     Problem(
@@ -239,6 +243,56 @@ def _validated(items: list[tuple[str, Any]], limits: Limits) -> ValidatedBatches
     if problems:
         raise BatchValidationError(problems)
     return result
+
+
+def _encode_within_depth(
+    batch: Any, where: str, max_depth: int, problems: list[Problem]
+) -> bytes | None:
+    """``batch`` as compact JSON, or None (with a Problem naming the path) when too deep.
+
+    A batch can be no deeper than the number of ``{`` and ``[`` in its JSON, so the walk that
+    finds the path only runs for batches with more brackets than ``max_depth`` (or that orjson
+    cannot write at all: it stops at 254 levels).
+    """
+    try:
+        encoded: bytes | None = orjson.dumps(batch)
+    except orjson.JSONEncodeError:
+        encoded = None
+    if encoded is None or encoded.count(b"{") + encoded.count(b"[") > max_depth:
+        too_deep = _too_deep_path(batch, where, max_depth)
+        if too_deep is not None:
+            problems.append(
+                Problem(
+                    too_deep,
+                    f"is nested more than {max_depth} levels deep; the limit is "
+                    f"{max_depth} levels per batch",
+                )
+            )
+            return None
+        if encoded is None:  # not depth: nothing orjson.loads returns should get here
+            return orjson.dumps(batch)
+    return encoded
+
+
+def _too_deep_path(root: Any, where: str, max_depth: int) -> str | None:
+    """The path of the first container at level ``max_depth + 1`` (``root`` is level 1)."""
+    stack: list[tuple[Any, int, str]] = [(root, 1, where)]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > max_depth:
+            return path
+        items = node.items() if type(node) is dict else enumerate(node)
+        for key, value in items:
+            if type(value) is dict or type(value) is list:
+                stack.append((value, depth + 1, path + _path_step(key)))
+    return None
+
+
+def _path_step(key: str | int) -> str:
+    if type(key) is int:
+        return f"[{key}]"
+    shown = str(key)[:40]
+    return f".{shown}" if shown.isidentifier() else f"[{orjson.dumps(shown).decode()}]"
 
 
 # --------------------------------------------------------------------------------------------
