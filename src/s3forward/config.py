@@ -235,13 +235,17 @@ class ClusterSettings:
     tick_interval: float = 1.0
     watermark_interval: float = 5.0
     worker_id: str | None = None
+    monitor_urls: tuple[str, ...] = ()
+    """The servers' HTTP monitoring URLs, so that ``check`` can verify ``sync_interval``."""
 
 
 def _read_cluster(table: _Table) -> ClusterSettings:
     d = ClusterSettings
     servers = table.string_list("servers")
     if not servers:
-        table.problem("servers", "list at least one NATS server URL, such as 'nats://10.0.0.1:4222'")
+        table.problem(
+            "servers", "list at least one NATS server URL, such as 'nats://10.0.0.1:4222'"
+        )
     for url in servers:
         if not re.match(r"^(nats|tls)://[^\s/]+$", url):
             table.problem("servers", f"expected nats://HOST:PORT or tls://HOST:PORT, got {url!r}")
@@ -281,10 +285,9 @@ def _read_cluster(table: _Table) -> ClusterSettings:
         duplicate_window=table.duration("duplicate_window", d.duplicate_window, minimum=1),
         lease_ttl=table.duration("lease_ttl", d.lease_ttl, minimum=1),
         tick_interval=table.duration("tick_interval", d.tick_interval, minimum=0.05),
-        watermark_interval=table.duration(
-            "watermark_interval", d.watermark_interval, minimum=0.1
-        ),
+        watermark_interval=table.duration("watermark_interval", d.watermark_interval, minimum=0.1),
         worker_id=table.string("worker_id"),
+        monitor_urls=tuple(table.string_list("monitor_urls")),
     )
     table.finish()
     return settings

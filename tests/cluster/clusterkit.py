@@ -1,0 +1,68 @@
+"""Configs and helpers for running s3forward in cluster mode in tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+
+from servicekit import API_SECRET, service_config
+
+
+def cluster_section(urls: list[str], name: str, **extra: object) -> str:
+    """A ``[cluster]`` table for the test cluster; ``extra`` values are TOML literals."""
+    servers = ", ".join(f'"{u}"' for u in urls)
+    lines = [
+        "",
+        "[cluster]",
+        f"servers = [{servers}]",
+        f'name = "{name}"',
+        "partitions = 8",
+        "streams = 2",
+        "replicas = 3",
+        'lease_ttl = "3s"',
+        'tick_interval = "0.25s"',
+        'watermark_interval = "1s"',
+        'outage_budget = "1h"',
+    ]
+    lines.extend(f"{key} = {value}" for key, value in extra.items())
+    return "\n".join(lines) + "\n"
+
+
+def cluster_config(
+    *,
+    port: int,
+    workdir: Path,
+    bucket: str,
+    endpoint: str,
+    urls: list[str],
+    name: str,
+    batch_window: str = "1s",
+    connection: str = "",
+    **extra: object,
+) -> str:
+    base = service_config(
+        port=port,
+        spool=workdir / "spool.db",
+        bucket=bucket,
+        endpoint=endpoint,
+        batch_window=batch_window,
+        connection=connection,
+    )
+    return base + cluster_section(urls, name, **extra)
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    executable = Path(sys.executable).parent / "s3forward"
+    env = {**os.environ, "S3F_TEST_SECRET": API_SECRET}
+    return subprocess.run(
+        [str(executable), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
