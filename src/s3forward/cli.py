@@ -130,6 +130,9 @@ def serve(
         if parsed is None:
             _fail(f"--listen expects HOST:PORT such as 127.0.0.1:8080, got {listen!r}", EXIT_USAGE)
         config = replace(config, server=replace(config.server, host=parsed[0], port=parsed[1]))
+    if config.cluster is not None:  # issue 9: [cluster] runs the cluster roles instead
+        _serve_cluster(config)
+        return
     try:
         runtime = open_runtime(config)
     except S3ForwardError as exc:
@@ -159,6 +162,19 @@ def serve(
         uvloop.run(service.serve())
     except OSError as exc:
         _fail(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}")
+
+
+def _serve_cluster(config: Config) -> None:
+    import uvloop
+
+    from s3forward.cluster.runtime import ClusterService
+
+    try:
+        uvloop.run(ClusterService(config).serve())
+    except OSError as exc:
+        _fail(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}")
+    except S3ForwardError as exc:
+        _fail(str(exc))
 
 
 # ------------------------------------------------------------------------- validate-config

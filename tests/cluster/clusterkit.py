@@ -66,3 +66,40 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         timeout=timeout,
         env=env,
     )
+
+
+def make_batch(device: str, number: int, **extra: object) -> dict[str, object]:
+    """A batch whose one event is named ``<device>#<number>``, to find it in the bucket."""
+    return {
+        "environment": "development",
+        "device_info": {"android_uuid": device},
+        "events": [
+            {
+                "event_type": "custom_event",
+                "data": {"event_name": f"{device}#{number}", "custom_event_type": "other"},
+            }
+        ],
+        **extra,
+    }
+
+
+def names_by_object(s3: object, bucket: str) -> dict[str, list[str]]:
+    """Every object's key -> the event names of its lines, in file order."""
+    import gzip
+
+    import orjson
+
+    out: dict[str, list[str]] = {}
+    paginator = s3.get_paginator("list_objects_v2")  # type: ignore[attr-defined]
+    for page in paginator.paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()  # type: ignore[attr-defined]
+            if item["Key"].endswith(".gz"):
+                body = gzip.decompress(body)
+            names: list[str] = []
+            for line in body.splitlines():
+                if line:
+                    for event in orjson.loads(line).get("events", []):
+                        names.append(event["data"]["event_name"])
+            out[item["Key"]] = names
+    return out

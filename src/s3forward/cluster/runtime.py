@@ -1,0 +1,145 @@
+"""Wiring of ``s3forward serve`` in cluster mode: an ingest node, a worker, or both.
+
+Every role serves HTTP: ``/healthz``, ``/readyz``, ``/metrics`` and ``/cluster/status.json``
+(partitions owned, per-partition lag and low watermark, lease moves, live workers). A node
+without the ingest role answers the Events API with 503 (``this node has no ingest role``).
+SIGTERM/SIGINT stop intake, stop the partitions, give the leases back (another worker takes
+over within one lease round) and close the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from s3forward.api.app import IngestApp
+from s3forward.api.responses import Response, json_response
+from s3forward.api.server import make_uvicorn_server
+from s3forward.cluster.ingest import JetStreamIntake
+from s3forward.cluster.worker import ClusterWorker
+from s3forward.config import ClusterRole, ClusterSettings, Config
+from s3forward.errors import SpoolUnavailableError
+from s3forward.intake import SubmitResult
+from s3forward.metrics import Metrics
+from s3forward.sinks import make_sink
+
+log = structlog.get_logger("s3forward.cluster")
+
+
+class NoIngest:
+    """The ``Intake`` of a worker-only node: every request is refused with 503."""
+
+    async def submit(
+        self, input_name: str, batches: list[dict[str, Any]], *, received_at: float
+    ) -> SubmitResult:
+        raise SpoolUnavailableError("this node has no ingest role; send to an ingest node")
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "ok"
+
+
+class ClusterService:
+    """The HTTP server plus the cluster roles, with signal-driven shutdown."""
+
+    def __init__(self, config: Config, *, on_ready: Callable[[str], None] | None = None) -> None:
+        assert config.cluster is not None
+        self.config = config
+        self.cluster: ClusterSettings = config.cluster
+        self.on_ready = on_ready
+        self.metrics = Metrics()
+        roles = self.cluster.roles
+        self.intake = JetStreamIntake(config, self.cluster) if ClusterRole.INGEST in roles else None
+        self.worker = (
+            ClusterWorker(
+                config,
+                self.cluster,
+                {name: make_sink(c) for name, c in config.connections.items()},
+            )
+            if ClusterRole.WORKER in roles
+            else None
+        )
+        self.started_at = time.time()
+        self._server: Any = None
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.worker is not None:
+            return self.worker.ready()
+        return True, "ok"
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "roles": [r.value for r in self.cluster.roles],
+            "started_at": self.started_at,
+        }
+        if self.worker is not None:
+            status = self.worker.status
+            out["worker"] = {
+                "id": status.worker_id,
+                "live_workers": status.live_workers,
+                "lease_moves": status.lease_moves,
+                "last_error": status.last_error,
+                "partitions": [
+                    {**dataclasses.asdict(p), "lag": max(0, p.last_seq + 1 - p.next_seq)}
+                    for p in sorted(status.partitions.values(), key=lambda p: p.partition)
+                ],
+            }
+        return out
+
+    def request_stop(self) -> None:
+        if self.intake is not None:
+            self.intake.stop_intake()
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def serve(self) -> None:
+        async def status_json(_request: object) -> Response:
+            return json_response(200, self.status())
+
+        intake = self.intake if self.intake is not None else NoIngest()
+        app = IngestApp(
+            self.config,
+            intake,
+            self.metrics,
+            readiness=self.readiness,
+            extra_routes={("GET", "/cluster/status.json"): status_json},
+        )
+        server = make_uvicorn_server(app, self.config.server.host, self.config.server.port)
+        self._server = server
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        if self.intake is not None:
+            await self.intake.start()
+        if self.worker is not None:
+            await self.worker.start()
+        try:
+            serving = asyncio.create_task(server.serve())
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.01)
+            if serving.done():
+                await serving
+            url = f"http://{self.config.server.host}:{self.config.server.port}"
+            log.info("listening (cluster mode)", url=url, roles=list(self.cluster.roles))
+            if self.on_ready is not None:
+                self.on_ready(url)
+            await serving
+        finally:
+            self.request_stop()
+            if self.worker is not None:
+                await self.worker.stop()
+                for sink in self.worker.sinks.values():
+                    sink.close()
+            if self.intake is not None:
+                await self.intake.close()
+            log.info("stopped (cluster mode)")
+
+
+__all__ = ["ClusterService", "NoIngest"]
