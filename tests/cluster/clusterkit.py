@@ -5,30 +5,33 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from servicekit import API_SECRET, service_config
+from servicekit import API_SECRET, ServiceProcess, service_config
+
+NodeFactory = Callable[..., ServiceProcess]
 
 
 def cluster_section(urls: list[str], name: str, **extra: object) -> str:
     """A ``[cluster]`` table for the test cluster; ``extra`` values are TOML literals."""
     servers = ", ".join(f'"{u}"' for u in urls)
-    lines = [
-        "",
-        "[cluster]",
-        f"servers = [{servers}]",
-        f'name = "{name}"',
-        "partitions = 8",
-        "streams = 2",
-        "replicas = 3",
-        'lease_ttl = "3s"',
-        'tick_interval = "0.25s"',
-        'watermark_interval = "1s"',
-        'outage_budget = "1h"',
-    ]
-    lines.extend(f"{key} = {value}" for key, value in extra.items())
+    values: dict[str, object] = {
+        "servers": f"[{servers}]",
+        "name": f'"{name}"',
+        "partitions": 8,
+        "streams": 2,
+        "replicas": 3,
+        "lease_ttl": '"3s"',
+        "tick_interval": '"0.25s"',
+        "watermark_interval": '"1s"',
+        "outage_budget": '"1h"',
+        **extra,
+    }
+    lines = ["", "[cluster]", *(f"{key} = {value}" for key, value in values.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -103,3 +106,18 @@ def names_by_object(s3: object, bucket: str) -> dict[str, list[str]]:
                         names.append(event["data"]["event_name"])
             out[item["Key"]] = names
     return out
+
+
+def assert_exactly_once(objects: dict[str, list[str]], sent: list[str]) -> None:
+    counts = Counter(name for names in objects.values() for name in names)
+    doubled = {name: n for name, n in counts.items() if n > 1}
+    missing = [name for name in sent if name not in counts]
+    assert not doubled, f"batches in more than one place: {sorted(doubled)[:10]}"
+    assert not missing, f"accepted batches missing: {missing[:10]}"
+    for key, names in objects.items():
+        by_device: dict[str, list[int]] = {}
+        for name in names:
+            device, number = name.split("#")
+            by_device.setdefault(device, []).append(int(number))
+        for device, numbers in by_device.items():
+            assert numbers == sorted(numbers), f"{key}: {device} out of order: {numbers}"
