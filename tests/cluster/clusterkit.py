@@ -103,7 +103,8 @@ def names_by_object(s3: object, bucket: str) -> dict[str, list[str]]:
             for line in body.splitlines():
                 if line:
                     for event in orjson.loads(line).get("events", []):
-                        names.append(event["data"]["event_name"])
+                        if "event_name" in event["data"]:  # session_end events have none
+                            names.append(event["data"]["event_name"])
             out[item["Key"]] = names
     return out
 
