@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import nats
+import nats.js.errors
 from clusterkit import NodeFactory, assert_exactly_once, make_batch, names_by_object
-from natskit import wait_until
+from natskit import NatsCluster, wait_until
+
+
+def _first_message_purged(urls: list[str], streams: list[str]) -> bool:
+    async def ask() -> bool:
+        nc = await nats.connect(servers=urls)
+        try:
+            js = nc.jetstream()
+            for stream in streams:
+                try:
+                    await js.get_msg(stream, 1)
+                    return False
+                except nats.js.errors.NotFoundError:
+                    continue
+            return True
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
 
 
 def test_accepted_batches_land_once_each_in_per_device_files(
-    cluster_nodes: NodeFactory, s3_client: object, bucket: str
+    cluster_nodes: NodeFactory,
+    s3_client: object,
+    bucket: str,
+    nats_cluster: NatsCluster,
+    cluster_name: str,
 ) -> None:
     """One node with both roles: 202 after the JetStream ack, then the worker seals the
     per-device windows on broker time (ticks) and writes one object per device window."""
@@ -31,3 +57,6 @@ def test_accepted_batches_land_once_each_in_per_device_files(
     assert_exactly_once(objects, sent)
     # per_device windows of 1 s: every device's first 12 batches came within one window
     assert all(len({n.split("#")[0] for n in names}) == 1 for names in objects.values())
+    # delivered windows are purged from the streams below the low watermark
+    streams = [f"{cluster_name}_IN_0", f"{cluster_name}_IN_1"]
+    wait_until(lambda: _first_message_purged(nats_cluster.urls, streams), 60, "the purge")
