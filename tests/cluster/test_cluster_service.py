@@ -6,6 +6,7 @@ import asyncio
 
 import nats
 import nats.js.errors
+import orjson
 from clusterkit import NodeFactory, assert_exactly_once, make_batch, names_by_object
 from natskit import NatsCluster, wait_until
 
@@ -57,6 +58,14 @@ def test_accepted_batches_land_once_each_in_per_device_files(
     assert_exactly_once(objects, sent)
     # per_device windows of 1 s: every device's first 12 batches came within one window
     assert all(len({n.split("#")[0] for n in names}) == 1 for names in objects.values())
+    # the worker's state is on /metrics and /cluster/status.json
+    wait_until(
+        lambda: b"s3forward_cluster_partitions_owned 8.0" in node.get("/metrics")[1],
+        30,
+        "the partitions-owned gauge",
+    )
+    status, page = node.get("/cluster/status.json")
+    assert status == 200 and len(orjson.loads(page)["worker"]["partitions"]) == 8
     # delivered windows are purged from the streams below the low watermark
     streams = [f"{cluster_name}_IN_0", f"{cluster_name}_IN_1"]
     wait_until(lambda: _first_message_purged(nats_cluster.urls, streams), 60, "the purge")

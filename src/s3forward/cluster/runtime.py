@@ -18,12 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from prometheus_client import Gauge
 
 from s3forward.api.app import IngestApp
 from s3forward.api.responses import Response, json_response
 from s3forward.api.server import make_uvicorn_server
 from s3forward.cluster.ingest import JetStreamIntake
-from s3forward.cluster.worker import ClusterWorker
+from s3forward.cluster.worker import ClusterWorker, WorkerStatus
 from s3forward.config import ClusterRole, ClusterSettings, Config
 from s3forward.errors import SpoolUnavailableError
 from s3forward.intake import SubmitResult
@@ -31,6 +32,52 @@ from s3forward.metrics import Metrics
 from s3forward.sinks import make_sink
 
 log = structlog.get_logger("s3forward.cluster")
+
+
+class ClusterMetrics:
+    """The cluster gauges, in the service's registry (names prefixed ``s3forward_cluster_``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        r = metrics.registry
+        self.partitions_owned = Gauge(
+            "s3forward_cluster_partitions_owned", "Partitions this worker runs", registry=r
+        )
+        self.lease_moves = Gauge(
+            "s3forward_cluster_lease_moves", "Leases this worker has taken so far", registry=r
+        )
+        self.live_workers = Gauge(
+            "s3forward_cluster_live_workers", "Workers with a live heartbeat", registry=r
+        )
+        self.partition_lag = Gauge(
+            "s3forward_cluster_partition_lag_messages",
+            "Messages read but not yet applied, per owned partition",
+            ["partition"],
+            registry=r,
+        )
+        self.open_windows = Gauge(
+            "s3forward_cluster_open_windows",
+            "Open windows per owned partition",
+            ["partition"],
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "s3forward_cluster_partition_backlog_messages",
+            "Log positions between the low watermark and the next message, per partition",
+            ["partition"],
+            registry=r,
+        )
+
+    def update(self, status: WorkerStatus) -> None:
+        self.partitions_owned.set(len(status.partitions))
+        self.lease_moves.set(status.lease_moves)
+        self.live_workers.set(len(status.live_workers))
+        for gauge in (self.partition_lag, self.open_windows, self.backlog):
+            gauge.clear()
+        for p in status.partitions.values():
+            label = str(p.partition)
+            self.partition_lag.labels(label).set(max(0, p.last_seq + 1 - p.next_seq))
+            self.open_windows.labels(label).set(p.open_windows)
+            self.backlog.labels(label).set(max(0, p.next_seq - p.low_watermark))
 
 
 class NoIngest:
@@ -66,6 +113,7 @@ class ClusterService:
             else None
         )
         self.started_at = time.time()
+        self.cluster_metrics = ClusterMetrics(self.metrics)
         self._server: Any = None
 
     def readiness(self) -> tuple[bool, str]:
@@ -91,6 +139,11 @@ class ClusterService:
                 ],
             }
         return out
+
+    async def _refresh_gauges(self) -> None:
+        while self.worker is not None:
+            self.cluster_metrics.update(self.worker.status)
+            await asyncio.sleep(2.0)
 
     def request_stop(self) -> None:
         if self.intake is not None:
@@ -120,6 +173,7 @@ class ClusterService:
             await self.intake.start()
         if self.worker is not None:
             await self.worker.start()
+        gauges = asyncio.create_task(self._refresh_gauges())
         try:
             serving = asyncio.create_task(server.serve())
             while not server.started and not serving.done():
@@ -132,6 +186,7 @@ class ClusterService:
                 self.on_ready(url)
             await serving
         finally:
+            gauges.cancel()
             self.request_stop()
             if self.worker is not None:
                 await self.worker.stop()
