@@ -918,6 +918,8 @@ def describe_config(config: Config) -> dict[str, Any]:
             }
             for name, c in config.connections.items()
         },
+        # issue 9: cluster mode
+        **({"cluster": obj(config.cluster)} if config.cluster is not None else {}),
     }
 
 
