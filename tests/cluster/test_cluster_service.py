@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import nats
 import nats.js.errors
@@ -69,3 +70,25 @@ def test_accepted_batches_land_once_each_in_per_device_files(
     # delivered windows are purged from the streams below the low watermark
     streams = [f"{cluster_name}_IN_0", f"{cluster_name}_IN_1"]
     wait_until(lambda: _first_message_purged(nats_cluster.urls, streams), 60, "the purge")
+
+
+def test_source_request_id_dedup_outlives_the_jetstream_duplicate_window(
+    cluster_nodes: NodeFactory, s3_client: object, bucket: str
+) -> None:
+    """A batch resent with the same source_request_id after JetStream's 1 s dedup window is
+    stored in the log again, and the worker drops it (request KV): it lands once."""
+    node = cluster_nodes(duplicate_window='"1s"')
+    first = make_batch("dev-r", 1, source_request_id="req-1")
+    assert node.post("/v2/events", first)[0] == 202
+    wait_until(lambda: bool(names_by_object(s3_client, bucket)), 60, "the first file")
+    repeat = make_batch("dev-r", 1, source_request_id="req-1", user_attributes={"x": "1"})
+    assert node.post("/v2/events", repeat)[0] == 202
+    assert node.post("/v2/events", make_batch("dev-r", 2))[0] == 202
+    wait_until(
+        lambda: sum(len(v) for v in names_by_object(s3_client, bucket).values()) >= 2,
+        60,
+        "the later batch",
+    )
+    time.sleep(2)
+    names = [n for v in names_by_object(s3_client, bucket).values() for n in v]
+    assert sorted(names) == ["dev-r#1", "dev-r#2"]

@@ -227,6 +227,13 @@ class PartitionReplay:
             low = min(low, record.first[0])
         return low
 
+    def oldest_open_at(self) -> float | None:
+        """Broker time at which the oldest open window opened (None when none is open)."""
+        opened = [
+            w.opened_at for c in self._connections.values() for w in c.windower.open_windows()
+        ]
+        return min(opened) if opened else None
+
     @property
     def open_windows(self) -> int:
         return sum(c.windower.open_count for c in self._connections.values())

@@ -67,12 +67,20 @@ class ClusterMetrics:
             registry=r,
         )
 
+        self.oldest_open_age = Gauge(
+            "s3forward_cluster_oldest_open_window_age_seconds",
+            "Age of this worker's oldest open window (max over workers: the cluster's)",
+            registry=r,
+        )
+
     def update(self, status: WorkerStatus) -> None:
         self.partitions_owned.set(len(status.partitions))
         self.lease_moves.set(status.lease_moves)
         self.live_workers.set(len(status.live_workers))
         for gauge in (self.partition_lag, self.open_windows, self.backlog):
             gauge.clear()
+        opened = [p.oldest_open_at for p in status.partitions.values() if p.oldest_open_at]
+        self.oldest_open_age.set(max(0.0, time.time() - min(opened)) if opened else 0.0)
         for p in status.partitions.values():
             label = str(p.partition)
             self.partition_lag.labels(label).set(max(0, p.last_seq + 1 - p.next_seq))

@@ -441,7 +441,7 @@ class _PartitionRunner:
         """First position wins, recorded in the request KV: replays decide the same."""
         kv = self.worker._requests
         assert kv is not None
-        mine = str(seq).encode()
+        mine = f"{self.partition}:{seq}".encode()  # seqs are per stream: name the partition
         for attempt in range(_APPEND_ATTEMPTS):
             try:
                 await kv.create(key, mine)
@@ -536,6 +536,7 @@ class _PartitionRunner:
         status.next_seq = replay.next_seq
         status.low_watermark = replay.low_watermark()
         status.open_windows = replay.open_windows
+        status.oldest_open_at = replay.oldest_open_at()
 
 
 __all__ = ["ClusterWorker", "PartitionStatus", "WorkerStatus", "default_worker_id"]
