@@ -29,6 +29,8 @@ def cluster_section(urls: list[str], name: str, **extra: object) -> str:
         "tick_interval": '"0.25s"',
         "watermark_interval": '"1s"',
         "outage_budget": '"1h"',
+        # JetStream reserves max_bytes of storage per stream: keep many test streams small
+        "max_stream_bytes": '"64MiB"',
         **extra,
     }
     lines = ["", "[cluster]", *(f"{key} = {value}" for key, value in values.items())]
