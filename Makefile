@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint typecheck bench bench-load clean
+.PHONY: setup run test test-fast lint typecheck bench bench-load bench-cluster clean
 
 $(BIN)/s3forward: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench: setup
 
 bench-load: setup
 	$(BIN)/python bench/load.py
+
+bench-cluster: setup
+	$(BIN)/python bench/cluster.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -130,6 +130,9 @@ def serve(
         if parsed is None:
             _fail(f"--listen expects HOST:PORT such as 127.0.0.1:8080, got {listen!r}", EXIT_USAGE)
         config = replace(config, server=replace(config.server, host=parsed[0], port=parsed[1]))
+    if config.cluster is not None:  # issue 9: [cluster] runs the cluster roles instead
+        _serve_cluster(config)
+        return
     try:
         runtime = open_runtime(config)
     except S3ForwardError as exc:
@@ -159,6 +162,19 @@ def serve(
         uvloop.run(service.serve())
     except OSError as exc:
         _fail(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}")
+
+
+def _serve_cluster(config: Config) -> None:
+    import uvloop
+
+    from s3forward.cluster.runtime import ClusterService
+
+    try:
+        uvloop.run(ClusterService(config).serve())
+    except OSError as exc:
+        _fail(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}")
+    except S3ForwardError as exc:
+        _fail(str(exc))
 
 
 # ------------------------------------------------------------------------- validate-config
@@ -540,6 +556,63 @@ def spool_export(config_path: Path | None, directory: Path, connection_name: str
                 written += 1
                 advance(1)
     click.echo(f"exported {written} undelivered files to {directory}", err=True)
+
+
+# ---------------------------------------------------------------- cluster (issue 9)
+
+
+@main.group("cluster")
+def cluster_group() -> None:
+    """Cluster mode on NATS JetStream: create and check streams and buckets."""
+
+
+def _cluster_config(config_path: Path) -> Config:
+    config = _load(config_path)
+    if config.cluster is None:
+        _fail(f"{config_path} has no [cluster] section", EXIT_USAGE)
+    return config
+
+
+@cluster_group.command("init")
+@click.option(
+    "--config", "config_path", required=True, type=click.Path(path_type=Path, dir_okay=False)
+)
+def cluster_init(config_path: Path) -> None:
+    """Create (or update) the streams and KV buckets of [cluster]; safe to run again."""
+    import asyncio
+
+    from s3forward.cluster.admin import init_cluster
+
+    config = _cluster_config(config_path)
+    try:
+        lines = asyncio.run(init_cluster(config))
+    except S3ForwardError as exc:
+        _fail(str(exc))
+    for line in lines:
+        click.echo(line)
+
+
+@cluster_group.command("check")
+@click.option(
+    "--config", "config_path", required=True, type=click.Path(path_type=Path, dir_okay=False)
+)
+def cluster_check(config_path: Path) -> None:
+    """Verify servers, streams (replicas, discard new), buckets and sync_interval."""
+    import asyncio
+
+    from s3forward.cluster.admin import check_cluster
+
+    config = _cluster_config(config_path)
+    try:
+        results = asyncio.run(check_cluster(config))
+    except S3ForwardError as exc:
+        _fail(str(exc))
+    for result in results:
+        mark = "ok  " if result.ok else "FAIL"
+        fix = f" -- fix: {result.fix}" if result.fix and not result.ok else ""
+        click.echo(f"{mark} {result.name}: {result.message}{fix}")
+    if not all(r.ok for r in results):
+        sys.exit(EXIT_FAILED)
 
 
 def run() -> None:  # pragma: no cover - console entry point alias

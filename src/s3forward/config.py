@@ -271,6 +271,99 @@ class DeliverySettings:
     unhealthy_after: float = 120.0
 
 
+# ---- Cluster mode on NATS JetStream (issue 9) ---------------------------------------------
+
+
+class ClusterRole(StrEnum):
+    """What an s3forward process does in cluster mode."""
+
+    INGEST = "ingest"  # the Events API: publish batches to JetStream, 202 after the ack
+    WORKER = "worker"  # own partitions: windows, seal log, files, delivery
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The ``[cluster]`` section: where JetStream is and how s3forward lays itself out there."""
+
+    servers: tuple[str, ...]
+    name: str = "s3f"
+    roles: tuple[ClusterRole, ...] = (ClusterRole.INGEST, ClusterRole.WORKER)
+    partitions: int = 32
+    streams: int = 4
+    replicas: int = 3
+    token: Secret | None = None
+    user: str | None = None
+    password: Secret | None = None
+    credentials_file: str | None = None
+    ack_timeout: float = 2.0
+    max_stream_bytes: int = 8 * 1024**3
+    outage_budget: float = 86400.0
+    duplicate_window: float = 600.0
+    lease_ttl: float = 10.0
+    tick_interval: float = 1.0
+    watermark_interval: float = 5.0
+    worker_id: str | None = None
+    monitor_urls: tuple[str, ...] = ()
+    """The servers' HTTP monitoring URLs, so that ``check`` can verify ``sync_interval``."""
+
+
+def _read_cluster(table: _Table) -> ClusterSettings:
+    d = ClusterSettings
+    servers = table.string_list("servers")
+    if not servers:
+        table.problem(
+            "servers", "list at least one NATS server URL, such as 'nats://10.0.0.1:4222'"
+        )
+    for url in servers:
+        if not re.match(r"^(nats|tls)://[^\s/]+$", url):
+            table.problem("servers", f"expected nats://HOST:PORT or tls://HOST:PORT, got {url!r}")
+    name = table.string("name", d.name) or d.name
+    if not re.match(r"^[A-Za-z0-9_-]{1,32}$", name):
+        table.problem("name", f"use letters, digits, '_' or '-' (at most 32), got {name!r}")
+    roles: list[ClusterRole] = []
+    for role in table.string_list("roles") if table.has("roles") else [r.value for r in d.roles]:
+        try:
+            roles.append(ClusterRole(role))
+        except ValueError:
+            table.problem("roles", f"expected 'ingest' and/or 'worker', got {role!r}")
+    if not roles:
+        table.problem("roles", "name at least one role: 'ingest', 'worker'")
+    partitions = table.integer("partitions", d.partitions, minimum=1, maximum=4096)
+    streams = table.integer("streams", d.streams, minimum=1, maximum=256)
+    if streams > partitions:
+        table.problem("streams", f"cannot exceed partitions ({partitions}), got {streams}")
+    password = _secret(table, "password")
+    user = table.string("user")
+    if (user is None) != (password is None):
+        table.problem("password" if user else "user", "user and password go together")
+    settings = ClusterSettings(
+        servers=tuple(servers),
+        name=name,
+        roles=tuple(dict.fromkeys(roles)),
+        partitions=partitions,
+        streams=streams,
+        replicas=table.integer("replicas", d.replicas, minimum=1, maximum=5),
+        token=_secret(table, "token"),
+        user=user,
+        password=password,
+        credentials_file=table.string("credentials_file"),
+        ack_timeout=table.duration("ack_timeout", d.ack_timeout, minimum=0.05),
+        max_stream_bytes=table.size("max_stream_bytes", d.max_stream_bytes, minimum=1024 * 1024),
+        outage_budget=table.duration("outage_budget", d.outage_budget, minimum=0),
+        duplicate_window=table.duration("duplicate_window", d.duplicate_window, minimum=1),
+        lease_ttl=table.duration("lease_ttl", d.lease_ttl, minimum=1),
+        tick_interval=table.duration("tick_interval", d.tick_interval, minimum=0.05),
+        watermark_interval=table.duration("watermark_interval", d.watermark_interval, minimum=0.1),
+        worker_id=table.string("worker_id"),
+        monitor_urls=tuple(table.string_list("monitor_urls")),
+    )
+    table.finish()
+    return settings
+
+
+# ---- end of issue 9 settings --------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration."""
@@ -281,6 +374,7 @@ class Config:
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     source: str = "<embedded default>"
+    cluster: ClusterSettings | None = None  # issue 9: cluster mode when [cluster] is present
 
     def connections_for_input(self, input_name: str) -> list[ConnectionSettings]:
         return [c for c in self.connections.values() if input_name in c.inputs]
@@ -961,6 +1055,8 @@ def config_from_mapping(
     server = _section(root, "server", _read_server, problems)
     spool = _section(root, "spool", _read_spool, problems)
     delivery = _section(root, "delivery", _read_delivery, problems)
+    # issue 9: cluster mode only when the section is present
+    cluster = _section(root, "cluster", _read_cluster, problems) if "cluster" in data else None
     root.finish()
     if problems:
         raise ConfigError([Problem(f"{source}: {p.where}", p.message) for p in problems])
@@ -971,6 +1067,7 @@ def config_from_mapping(
         spool=spool,
         delivery=delivery,
         source=source,
+        cluster=cluster,
     )
 
 
@@ -1056,6 +1153,8 @@ def describe_config(config: Config) -> dict[str, Any]:
             }
             for name, c in config.connections.items()
         },
+        # issue 9: cluster mode
+        **({"cluster": obj(config.cluster)} if config.cluster is not None else {}),
     }
 
 

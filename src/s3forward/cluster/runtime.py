@@ -1,0 +1,208 @@
+"""Wiring of ``s3forward serve`` in cluster mode: an ingest node, a worker, or both.
+
+Every role serves HTTP: ``/healthz``, ``/readyz``, ``/metrics`` and ``/cluster/status.json``
+(partitions owned, per-partition lag and low watermark, lease moves, live workers). A node
+without the ingest role answers the Events API with 503 (``this node has no ingest role``).
+SIGTERM/SIGINT stop intake, stop the partitions, give the leases back (another worker takes
+over within one lease round) and close the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from prometheus_client import Gauge
+
+from s3forward.api.app import IngestApp
+from s3forward.api.responses import Response, json_response
+from s3forward.api.server import make_uvicorn_server
+from s3forward.cluster.ingest import JetStreamIntake
+from s3forward.cluster.worker import ClusterWorker, WorkerStatus
+from s3forward.config import ClusterRole, ClusterSettings, Config
+from s3forward.errors import SpoolUnavailableError
+from s3forward.intake import SubmitResult
+from s3forward.metrics import Metrics
+from s3forward.sinks import make_sink
+
+log = structlog.get_logger("s3forward.cluster")
+
+
+class ClusterMetrics:
+    """The cluster gauges, in the service's registry (names prefixed ``s3forward_cluster_``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        r = metrics.registry
+        self.partitions_owned = Gauge(
+            "s3forward_cluster_partitions_owned", "Partitions this worker runs", registry=r
+        )
+        self.lease_moves = Gauge(
+            "s3forward_cluster_lease_moves", "Leases this worker has taken so far", registry=r
+        )
+        self.live_workers = Gauge(
+            "s3forward_cluster_live_workers", "Workers with a live heartbeat", registry=r
+        )
+        self.partition_lag = Gauge(
+            "s3forward_cluster_partition_lag_messages",
+            "Messages read but not yet applied, per owned partition",
+            ["partition"],
+            registry=r,
+        )
+        self.open_windows = Gauge(
+            "s3forward_cluster_open_windows",
+            "Open windows per owned partition",
+            ["partition"],
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "s3forward_cluster_partition_backlog_messages",
+            "Log positions between the low watermark and the next message, per partition",
+            ["partition"],
+            registry=r,
+        )
+
+        self.oldest_open_age = Gauge(
+            "s3forward_cluster_oldest_open_window_age_seconds",
+            "Age of this worker's oldest open window (max over workers: the cluster's)",
+            registry=r,
+        )
+
+    def update(self, status: WorkerStatus) -> None:
+        self.partitions_owned.set(len(status.partitions))
+        self.lease_moves.set(status.lease_moves)
+        self.live_workers.set(len(status.live_workers))
+        for gauge in (self.partition_lag, self.open_windows, self.backlog):
+            gauge.clear()
+        opened = [p.oldest_open_at for p in status.partitions.values() if p.oldest_open_at]
+        self.oldest_open_age.set(max(0.0, time.time() - min(opened)) if opened else 0.0)
+        for p in status.partitions.values():
+            label = str(p.partition)
+            self.partition_lag.labels(label).set(max(0, p.last_seq + 1 - p.next_seq))
+            self.open_windows.labels(label).set(p.open_windows)
+            self.backlog.labels(label).set(max(0, p.next_seq - p.low_watermark))
+
+
+class NoIngest:
+    """The ``Intake`` of a worker-only node: every request is refused with 503."""
+
+    async def submit(
+        self, input_name: str, batches: list[dict[str, Any]], *, received_at: float
+    ) -> SubmitResult:
+        raise SpoolUnavailableError("this node has no ingest role; send to an ingest node")
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "ok"
+
+
+class ClusterService:
+    """The HTTP server plus the cluster roles, with signal-driven shutdown."""
+
+    def __init__(self, config: Config, *, on_ready: Callable[[str], None] | None = None) -> None:
+        assert config.cluster is not None
+        self.config = config
+        self.cluster: ClusterSettings = config.cluster
+        self.on_ready = on_ready
+        self.metrics = Metrics()
+        roles = self.cluster.roles
+        self.intake = JetStreamIntake(config, self.cluster) if ClusterRole.INGEST in roles else None
+        self.worker = (
+            ClusterWorker(
+                config,
+                self.cluster,
+                {name: make_sink(c) for name, c in config.connections.items()},
+            )
+            if ClusterRole.WORKER in roles
+            else None
+        )
+        self.started_at = time.time()
+        self.cluster_metrics = ClusterMetrics(self.metrics)
+        self._server: Any = None
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.worker is not None:
+            return self.worker.ready()
+        return True, "ok"
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "roles": [r.value for r in self.cluster.roles],
+            "started_at": self.started_at,
+        }
+        if self.worker is not None:
+            status = self.worker.status
+            out["worker"] = {
+                "id": status.worker_id,
+                "live_workers": status.live_workers,
+                "lease_moves": status.lease_moves,
+                "last_error": status.last_error,
+                "partitions": [
+                    {**dataclasses.asdict(p), "lag": max(0, p.last_seq + 1 - p.next_seq)}
+                    for p in sorted(status.partitions.values(), key=lambda p: p.partition)
+                ],
+            }
+        return out
+
+    async def _refresh_gauges(self) -> None:
+        while self.worker is not None:
+            self.cluster_metrics.update(self.worker.status)
+            await asyncio.sleep(2.0)
+
+    def request_stop(self) -> None:
+        if self.intake is not None:
+            self.intake.stop_intake()
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def serve(self) -> None:
+        async def status_json(_request: object) -> Response:
+            return json_response(200, self.status())
+
+        intake = self.intake if self.intake is not None else NoIngest()
+        app = IngestApp(
+            self.config,
+            intake,
+            self.metrics,
+            readiness=self.readiness,
+            extra_routes={("GET", "/cluster/status.json"): status_json},
+        )
+        server = make_uvicorn_server(app, self.config.server.host, self.config.server.port)
+        self._server = server
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        if self.intake is not None:
+            await self.intake.start()
+        if self.worker is not None:
+            await self.worker.start()
+        gauges = asyncio.create_task(self._refresh_gauges())
+        try:
+            serving = asyncio.create_task(server.serve())
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.01)
+            if serving.done():
+                await serving
+            url = f"http://{self.config.server.host}:{self.config.server.port}"
+            log.info("listening (cluster mode)", url=url, roles=list(self.cluster.roles))
+            if self.on_ready is not None:
+                self.on_ready(url)
+            await serving
+        finally:
+            gauges.cancel()
+            self.request_stop()
+            if self.worker is not None:
+                await self.worker.stop()
+                for sink in self.worker.sinks.values():
+                    sink.close()
+            if self.intake is not None:
+                await self.intake.close()
+            log.info("stopped (cluster mode)")
+
+
+__all__ = ["ClusterService", "NoIngest"]
