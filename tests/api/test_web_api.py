@@ -415,6 +415,30 @@ def test_alias_is_answered_202_and_handed_to_the_pipeline(start_web: Any, path: 
     assert len(aliases) == 1
 
 
+def test_a_web_alias_call_is_stored_like_an_events_api_alias_request(intake: Any) -> None:
+    """Without a test hook the app hands the Web SDK's alias to the intake, validated as
+    ``POST /v1/identity/alias`` validates (so connections with send_alias_requests write it)."""
+    app = IngestApp(web_config(None), intake, Metrics())
+    with serve(app) as url:
+        client = Client(url)
+        alias = {
+            "request_id": "r1",
+            "request_type": "alias",
+            "environment": "production",
+            "api_key": KEY,
+            "data": {"destination_mpid": "5", "source_mpid": "-6", "scope": "device"},
+        }
+        status, _, body = client.request(
+            "POST", f"/v1/identity/{KEY}/Alias", alias, headers={"Content-Type": "application/json"}
+        )
+        assert (status, body) == (202, {})
+        (submission,) = intake.submitted
+        assert submission.input_name == "site"
+        (stored,) = submission.batches
+        assert stored["request_type"] == "alias"
+        assert stored["data"]["destination_mpid"] in (5, "5")
+
+
 def test_static_config_serves_the_configured_flags(start_web: Any) -> None:
     client, _, _, _ = start_web(sdk_flags={"eventBatchingIntervalMillis": "5000"})
     for path in (f"/JS/v2/{KEY}/config?env=0", f"/tags/JS/v2/{KEY}/config"):

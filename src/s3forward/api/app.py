@@ -38,7 +38,7 @@ from s3forward.api.responses import (
     json_response,
     rejection_for,
 )
-from s3forward.api.web import AliasSink, WebApi, hand_alias_to_pipeline
+from s3forward.api.web import AliasSink, WebApi
 from s3forward.config import Config
 from s3forward.errors import PayloadTooLargeError, Problem
 from s3forward.intake import Intake
@@ -138,7 +138,7 @@ class IngestApp:
         *,
         extra_routes: Mapping[tuple[str, str], Handler] | None = None,
         readiness: Readiness | None = None,
-        on_alias: AliasSink = hand_alias_to_pipeline,
+        on_alias: AliasSink | None = None,
     ) -> None:
         server = config.server
         self._limits = Limits(
@@ -165,7 +165,10 @@ class IngestApp:
             self._routes[(method.upper(), path.rstrip("/") or "/")] = handler
         # Issue 13: the Web SDK's endpoints, answered by api/web.py through the same intake.
         self._web = WebApi(
-            config, read_body=self._read_body, accept=self._accept, on_alias=on_alias
+            config,
+            read_body=self._read_body,
+            accept=self._accept,
+            on_alias=on_alias or self._store_web_alias,
         )
         self._methods: dict[str, list[str]] = {}
         for method, path in self._routes:
@@ -252,6 +255,13 @@ class IngestApp:
         result = await self._intake.submit(input_name, batches, received_at=received_at)
         self._count_accepted(input_name, batches, result.duplicates)
         self._ingest_seconds[endpoint].observe(time.perf_counter() - request.started)
+
+    async def _store_web_alias(self, input_name: str, alias: dict[str, Any]) -> None:
+        """A web input's alias call takes the path of ``POST /v1/identity/alias``: stored
+        durably, and forwarded by connections with ``send_alias_requests``."""
+        batches = parse_alias_request(alias, limits=self._limits)
+        result = await self._intake.submit(input_name, batches, received_at=time.time())
+        self._count_accepted(input_name, batches, result.duplicates)
 
     async def _accept(
         self, request: Request, input_name: str, batches: list[dict[str, Any]]

@@ -64,17 +64,8 @@ from s3forward.mparticle.catalogue import as_int64
 _log = structlog.get_logger("s3forward.api.web")
 
 AliasSink = Callable[[str, dict[str, Any]], Awaitable[None]]
-"""Takes ``(input name, alias request body)`` of an answered alias call."""
-
-
-async def hand_alias_to_pipeline(input_name: str, alias: dict[str, Any]) -> None:
-    """Where every accepted alias request of a web input goes.
-
-    For now alias requests are answered (202) and not stored or forwarded: this is the one
-    place to wire them to forwarding (issue 11's ``send_alias_requests``). The body holds user
-    ids, so it is not logged.
-    """
-    _log.debug("alias request answered, not forwarded", input=input_name)
+"""Takes ``(input name, alias request body)`` of an alias call, before it is answered: the
+app stores it as ``POST /v1/identity/alias`` does (forwarded under ``send_alias_requests``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +131,7 @@ class WebApi:
         *,
         read_body: ReadBody,
         accept: Accept,
-        on_alias: AliasSink = hand_alias_to_pipeline,
+        on_alias: AliasSink,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
     ) -> None:
@@ -361,4 +352,4 @@ def _origin_message(origin: bytes | None) -> str:
     return f"the page origin {shown!r} is not in this web input's allowed_origins"
 
 
-__all__ = ["AliasSink", "WebApi", "hand_alias_to_pipeline"]
+__all__ = ["AliasSink", "WebApi"]
