@@ -491,7 +491,7 @@ def plain_lines(snap: Snapshot) -> Iterable[str]:
     yield (
         f"spool: {spool['path']}  {_size(spool['bytes'])} of {_size(spool['max_bytes'])}  "
         f"open windows {spool['open_windows']}  sealed windows {spool['sealed_windows']}  "
-        f"files waiting {spool['pending_files']}"
+        f"files waiting {spool['pending_files']}  schema v{spool.get('schema_version', '?')}"
     )
     yield ""
     for c in snap["connections"]:

@@ -116,3 +116,16 @@ def test_positions_are_never_reused_after_every_batch_is_released(tmp_path: Path
         assert second > first
     finally:
         spool.close()
+
+
+def test_status_shows_the_spool_schema_version(tmp_path: Path) -> None:
+    """`s3forward status` (read from the spool file) names the schema version it found."""
+    from s3forward.config import embedded_default
+    from s3forward.status import plain_lines, snapshot_from_spool
+
+    config = embedded_default(tmp_path)
+    shutil.copy(V0, config.spool.path)
+    SqliteSpool.open(config.spool.path).close()  # the upgrade a start performs
+    snap = snapshot_from_spool(config)
+    assert snap["spool"]["schema_version"] == SCHEMA_VERSION
+    assert any(f"schema v{SCHEMA_VERSION}" in line for line in plain_lines(snap))
