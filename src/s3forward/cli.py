@@ -21,11 +21,12 @@ from s3forward.config import (
     DEV_API_SECRET,
     Config,
     ConnectionSettings,
+    default_config_path,
     describe_config,
     embedded_default,
     load_config,
 )
-from s3forward.errors import ConfigError, InputError, S3ForwardError
+from s3forward.errors import ConfigError, InputError, Problem, S3ForwardError
 from s3forward.logs import configure_logging
 
 EXIT_FAILED = 1
@@ -47,7 +48,13 @@ def _fail_problems(title: str, error: ConfigError | InputError, code: int) -> No
     sys.exit(code)
 
 
+def _config_path(config_path: Path | None) -> Path | None:
+    """--config, else $S3FORWARD_CONFIG, else /etc/s3forward/s3forward.toml if it exists."""
+    return config_path if config_path is not None else default_config_path()
+
+
 def _load(config_path: Path | None) -> Config:
+    config_path = _config_path(config_path)
     if config_path is None:
         return embedded_default()
     try:
@@ -82,7 +89,10 @@ config_option = click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="TOML configuration file (default: the embedded development configuration).",
+    help=(
+        "TOML configuration file (default: $S3FORWARD_CONFIG, else "
+        "/etc/s3forward/s3forward.toml if it exists, else the embedded development one)."
+    ),
 )
 
 
@@ -106,7 +116,10 @@ def main() -> None:
     help="Seconds to let uploads in flight finish on SIGTERM/SIGINT.",
 )
 @click.option(
-    "--log-format", type=click.Choice(["json", "console"]), default="json", show_default=True
+    "--log-format",
+    type=click.Choice(["json", "console"]),
+    default=None,
+    help="Log line format (default: console when stderr is a terminal, JSON otherwise).",
 )
 @click.option(
     "--log-level",
@@ -115,15 +128,25 @@ def main() -> None:
     show_default=True,
 )
 def serve(
-    config_path: Path | None, listen: str | None, grace: float, log_format: str, log_level: str
+    config_path: Path | None,
+    listen: str | None,
+    grace: float,
+    log_format: str | None,
+    log_level: str,
 ) -> None:
-    """Run the Events API server and forward to S3 until SIGTERM/SIGINT."""
+    """Run the Events API server and forward to S3 until SIGTERM/SIGINT.
+
+    SIGHUP (or `s3forward reload`) re-reads the config file without a restart.
+    """
     from dataclasses import replace
 
     from s3forward.config import parse_listen
+    from s3forward.logs import REPEATS, default_format
     from s3forward.service import Service, open_runtime
 
-    configure_logging(log_format, log_level)  # type: ignore[arg-type]
+    fmt = log_format or default_format()
+    configure_logging(fmt, log_level)  # type: ignore[arg-type]
+    config_path = _config_path(config_path)
     config = _load(config_path)
     if listen is not None:
         parsed = parse_listen(listen)
@@ -134,9 +157,11 @@ def serve(
         runtime = open_runtime(config)
     except S3ForwardError as exc:
         _fail(str(exc))
+    REPEATS.on_suppressed = runtime.metrics.log_messages_suppressed_total.inc
 
     def announce(url: str) -> None:
-        if config_path is None:
+        # The banner is for a person at a terminal; JSON log streams stay pure JSON.
+        if config_path is None and fmt == "console":
             click.echo(
                 f"s3forward {__version__} on its embedded development configuration\n"
                 f"  Events API:   {url}/v2/events  and  {url}/v2/bulkevents\n"
@@ -152,13 +177,101 @@ def serve(
                 err=True,
             )
 
-    service = Service(runtime, grace=grace, on_ready=announce)
+    reload_from = config_path
+
+    def reload_config() -> Config:
+        if reload_from is None:
+            raise ConfigError([Problem("<embedded default>", "there is no config file to re-read")])
+        return load_config(reload_from)
+
+    service = Service(runtime, grace=grace, on_ready=announce, load_config=reload_config)
     try:
         import uvloop
 
         uvloop.run(service.serve())
     except OSError as exc:
         _fail(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}")
+
+
+# ----------------------------------------------------------------------------------- reload
+
+
+def _locate_server(config_path: Path | None) -> tuple[str, Path]:
+    """The running server's base URL and admin-token file, read leniently from the config.
+
+    Lenient on purpose: the file may hold the new, invalid config that the server is about to
+    reject, and that rejection (with every problem) is what the reload command must show.
+    """
+    import tomllib
+
+    from s3forward.admin import token_path
+    from s3forward.config import ServerSettings, SpoolSettings, parse_listen
+
+    path = _config_path(config_path)
+    if path is None:
+        _fail("no config file: give --config FILE or set S3FORWARD_CONFIG", EXIT_USAGE)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        _fail(f"cannot read {path}: {exc}", EXIT_USAGE)
+    server: dict[str, Any] = data["server"] if isinstance(data.get("server"), dict) else {}
+    spool: dict[str, Any] = data["spool"] if isinstance(data.get("spool"), dict) else {}
+    listen = server.get("listen")
+    parsed = parse_listen(listen) if isinstance(listen, str) else None
+    host, port = parsed or (ServerSettings.host, ServerSettings.port)
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - reaching a wildcard listen locally
+        host = "127.0.0.1" if host != "::" else "::1"
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if server.get("tls_cert_file") else "http"
+    spool_path = Path(spool["path"]) if isinstance(spool.get("path"), str) else SpoolSettings.path
+    return f"{scheme}://{shown}:{port}", token_path(spool_path)
+
+
+@main.command()
+@config_option
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
+def reload(config_path: Path | None, timeout: float) -> None:
+    """Make the running server re-read its config file (like SIGHUP), and report the outcome.
+
+    Exit code 0 when the new config is in effect, 2 when it was rejected (the running config
+    stays; the problems are printed), 1 when the server cannot be reached.
+    """
+    from s3forward.admin import request_reload
+
+    url, token_file = _locate_server(config_path)
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        _fail(
+            f"cannot read the admin token {token_file} ({exc.strerror}): is the server running, "
+            "and may this user read its spool directory?"
+        )
+    try:
+        status, answer = request_reload(url, token, timeout=timeout)
+    except OSError as exc:
+        _fail(f"nothing answers at {url}: {exc}")
+    if status == 200 and answer.get("ok"):
+        parts = [
+            f"{label}: {', '.join(answer[key])}"
+            for key, label in (("added", "added"), ("removed", "removed"), ("changed", "changed"))
+            if answer.get(key)
+        ]
+        if answer.get("tls_reloaded"):
+            parts.append("TLS certificate reloaded")
+        click.echo("reloaded" + (f" ({'; '.join(parts)})" if parts else ""), err=True)
+        for item in answer.get("restart_needed") or []:
+            click.echo(f"warning: {item} changed; it takes effect at the next restart", err=True)
+        return
+    problems = answer.get("problems") or [f"HTTP {status}"]
+    if status == 422:
+        click.echo(
+            "error: the new configuration was rejected; the running one stays in effect:",
+            err=True,
+        )
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(EXIT_USAGE)
+    _fail(f"{url} answered HTTP {status}: {'; '.join(str(p) for p in problems)}")
 
 
 # ------------------------------------------------------------------------- validate-config

@@ -63,6 +63,15 @@ class _Pending:
     future: Future[Any]
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigChanges:
+    """Which connections a reload added, removed or changed (by name)."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class _ConnectionState:
     settings: ConnectionSettings
@@ -284,7 +293,8 @@ class Engine:
         if self._stopping.is_set():
             raise StoppingError("s3forward is shutting down and takes no new data")
         if input_name not in self.config.inputs:
-            raise ValueError(f"unknown input {input_name!r}")
+            # Only a request authenticated just before a reload removed its input gets here.
+            raise StoppingError(f"input {input_name!r} is no longer configured")
         if isinstance(batches, ValidatedBatches) and len(batches.encoded) == len(batches):
             bodies = batches.encoded  # serialised once already, by validation
         else:
@@ -327,6 +337,8 @@ class Engine:
         connections = [
             self._connections[c.name] for c in self.config.connections_for_input(op.input_name)
         ]
+        if not connections:  # the input was removed by a reload after this request was queued
+            raise StoppingError(f"input {op.input_name!r} is no longer configured")
         seen = self._writes.known_requests(op.input_name)
         stored = duplicates = 0
         for batch, body, request_id in zip(op.batches, op.bodies, op.request_ids, strict=True):
@@ -428,6 +440,88 @@ class Engine:
 
         result: int = self.run(apply)
         return result
+
+    # ---------------------------------------------------------------- reload (issue 12)
+
+    def apply_config(self, config: Config) -> ConfigChanges:
+        """Switch to ``config`` between two commits of the writer; nothing stored is lost.
+
+        Runs on the writer thread, so no batch is half-placed when the switch happens: every
+        batch committed before it used the old config, every batch after it the new one.
+
+        - an added connection starts with the open windows the spool still holds for it (a
+          connection removed earlier and configured again resumes them);
+        - a removed connection's windows and files stay in the spool, untouched, and are not
+          forwarded until a connection of that name is configured again;
+        - a changed connection keeps its open windows; their deadlines and caps follow the new
+          window settings from now on, and every file built after the switch (sealed windows
+          included) uses the new settings;
+        - inputs, spool limits and everything read per request apply to the next request.
+
+        The caller validates ``config`` first; only ``spool.path`` may not change (ValueError).
+        """
+        if config.spool.path != self.config.spool.path:
+            raise ValueError("spool.path cannot change while running")
+
+        def apply(conn: sqlite3.Connection, now: float) -> ConfigChanges:
+            return self._switch_config(config)
+
+        result: ConfigChanges = self.run(apply)
+        return result
+
+    def _switch_config(self, config: Config) -> ConfigChanges:
+        old = self._connections
+        added = [name for name in config.connections if name not in old]
+        removed = [name for name in old if name not in config.connections]
+        changed = [
+            name
+            for name, settings in config.connections.items()
+            if name in old and old[name].settings != settings
+        ]
+        stored = self.spool.open_windows() if added else []
+        connections: dict[str, _ConnectionState] = {}
+        for name, settings in config.connections.items():
+            state = old.get(name)
+            policy = WindowPolicy.from_settings(settings)
+            if state is None:
+                state = _ConnectionState(
+                    settings=settings,
+                    windower=Windower(policy, next_id=self._new_window_id),
+                )
+                for window in stored:
+                    if window.connection == name:
+                        self._restore_window(state, window)
+            else:
+                if state.windower.policy != policy:
+                    # Rebuilt from the live windows: deadlines are computed under the new policy.
+                    windower = Windower(policy, next_id=self._new_window_id)
+                    for live in state.windower.open_windows():
+                        windower.restore(live)
+                    state.windower = windower
+                state.settings = settings
+            connections[name] = state
+        self._connections = connections
+        self.config = config
+        for name in removed:
+            self.metrics.windows_open.labels(name).set(0)
+        self._update_gauges()
+        self._build_wanted.set()  # sealed windows of an added connection can be built now
+        return ConfigChanges(added=tuple(added), removed=tuple(removed), changed=tuple(changed))
+
+    @staticmethod
+    def _restore_window(state: _ConnectionState, stored: StoredWindow) -> None:
+        state.windower.restore(
+            OpenWindow(
+                window_id=stored.window_id,
+                group=stored.group,
+                opened_at=stored.opened_at,
+                last_activity=stored.last_activity,
+                bytes=stored.bytes,
+                items=stored.items,
+            )
+        )
+        state.next_seq[stored.window_id] = stored.next_seq
+        state.window_input[stored.window_id] = stored.input
 
     # ---------------------------------------------------------------- writer thread
 

@@ -32,12 +32,16 @@ def make_uvicorn_server(
     handle_signals: bool = False,
     timeout_keep_alive: int = 30,
     timeout_graceful_shutdown: int | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
 ) -> uvicorn.Server:
     """A uvicorn server for ``app``, tuned for many small POSTs on one core.
 
     No access log (the app logs rejections itself), no ``Server`` header, no lifespan or
     websockets. ``handle_signals=True`` keeps uvicorn's SIGINT/SIGTERM handling (standalone
     use); by default the caller stops the server with ``server.should_exit = True``.
+    ``ssl_certfile``/``ssl_keyfile`` (PEM) serve HTTPS; the owner may load a renewed
+    certificate into the live ``server.config.ssl`` context later.
     """
     config = uvicorn.Config(
         app,
@@ -54,6 +58,8 @@ def make_uvicorn_server(
         log_level=log_level,
         timeout_keep_alive=timeout_keep_alive,
         timeout_graceful_shutdown=timeout_graceful_shutdown,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     return uvicorn.Server(config) if handle_signals else QuietServer(config)
 
