@@ -380,13 +380,12 @@ def forward(
 @click.option(
     "--config",
     "config_path",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="TOML configuration file.",
+    help="TOML configuration file (default: $S3FORWARD_CONFIG or /etc/s3forward/s3forward.toml).",
 )
 @click.option("--connection", "connection_name", help="Check only this connection.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(config_path: Path, connection_name: str | None, as_json: bool) -> None:
+def check(config_path: Path | None, connection_name: str | None, as_json: bool) -> None:
     """Verify that each connection can forward: credentials, bucket, region, listing, writing.
 
     Writes a small verification object (mParticle_Bucket_Verification_...txt holding {}) with
@@ -397,6 +396,8 @@ def check(config_path: Path, connection_name: str | None, as_json: bool) -> None
     from s3forward.checks import check_connection, render_text
 
     configure_logging("console", "error")
+    if _config_path(config_path) is None:
+        _fail("--config FILE is required (or set S3FORWARD_CONFIG)", EXIT_USAGE)
     # botocore logs a failed AssumeRole with a traceback; the report already says it plainly.
     logging.getLogger("botocore.credentials").setLevel(logging.CRITICAL)
     config = _load(config_path)

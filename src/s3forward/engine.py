@@ -455,7 +455,7 @@ class Engine:
           forwarded until a connection of that name is configured again;
         - a changed connection keeps its open windows; their deadlines and caps follow the new
           window settings from now on, and every file built after the switch (sealed windows
-          included) uses the new settings;
+          included) uses the new settings, and its files waiting for a retry are due at once;
         - inputs, spool limits and everything read per request apply to the next request.
 
         The caller validates ``config`` first; only ``spool.path`` may not change (ValueError).
@@ -464,7 +464,10 @@ class Engine:
             raise ValueError("spool.path cannot change while running")
 
         def apply(conn: sqlite3.Connection, now: float) -> ConfigChanges:
-            return self._switch_config(config)
+            changes = self._switch_config(config)
+            for name in changes.changed:  # e.g. rotated keys: retry now, not in minutes
+                self.spool.retry_now(conn, name, now)
+            return changes
 
         result: ConfigChanges = self.run(apply)
         return result

@@ -269,6 +269,22 @@ def test_batches_accepted_during_repeated_reloads_are_each_stored_exactly_once(
         assert sorted(landed) == sorted(accepted), name
 
 
+def test_a_changed_connection_makes_its_files_waiting_for_a_retry_due_now(
+    tmp_path: Path, make_harness: Any
+) -> None:
+    """Rotated keys after an AccessDenied must not wait out permanent_retry_interval."""
+    config = make_config(tmp_path, connection(tmp_path, batch_window=1.0))
+    h = make_harness(config)
+    h.submit(batch("d1", "x"))
+    h.tick(2)
+    [stored] = h.spool.files(limit=10)
+    h.engine.record_failure(stored.file_id, h.clock.now() + 300, "AccessDenied: no")
+    assert h.spool.due_files("local", h.clock.now(), 10) == []
+    rotated = replace(config.connections["local"], access_key_id=Secret("new"))
+    h.engine.apply_config(replace(config, connections={"local": rotated}))
+    assert [f.file_id for f in h.spool.due_files("local", h.clock.now(), 10)] == [stored.file_id]
+
+
 # ---------------------------------------------------------------------------- delivery
 
 

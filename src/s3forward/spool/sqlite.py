@@ -498,6 +498,16 @@ class SqliteSpool:
         )
 
     @staticmethod
+    def retry_now(conn: sqlite3.Connection, connection: str, now: float) -> None:
+        """Make every waiting file of ``connection`` due at ``now`` (issue 12: its settings
+        changed on reload, e.g. rotated keys, so a retry scheduled minutes away is tried now)."""
+        conn.execute(
+            "UPDATE files SET next_attempt_at = ? WHERE connection = ? AND state = ? "
+            "AND next_attempt_at > ?",
+            (now, connection, PENDING, now),
+        )
+
+    @staticmethod
     def rekey(conn: sqlite3.Connection, file_id: int, key: str) -> None:
         conn.execute("UPDATE files SET key = ? WHERE id = ? AND state = ?", (key, file_id, PENDING))
 
