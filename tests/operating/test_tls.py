@@ -170,3 +170,28 @@ def test_a_non_loopback_listen_without_tls_warns_at_start(
     wait_for(lambda: "without TLS" in service.log(), 30, "the clear-text warning")
     loopback = ops_service()
     assert "without TLS" not in loopback.log()
+
+
+def test_status_reaches_a_tls_server_through_its_config(
+    tmp_path: Path, ops_service: Callable[..., OpsService]
+) -> None:
+    import os
+    import subprocess
+
+    from conftest import EXECUTABLE
+
+    cert, key, _ = make_certificate(tmp_path, "status")
+    service = ops_service(
+        ssl_context=ssl.create_default_context(cafile=str(cert)),
+        server=f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"',
+    )
+    done = subprocess.run(
+        [str(EXECUTABLE), "status", "--config", str(service.config_path), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "S3F_TEST_SECRET": API_SECRET},
+    )
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["source"] == "server"
