@@ -138,12 +138,15 @@ def serve(
 
     SIGHUP (or `s3forward reload`) re-reads the config file without a restart.
     """
+    import signal
     from dataclasses import replace
 
     from s3forward.config import parse_listen
     from s3forward.logs import REPEATS, default_format
     from s3forward.service import Service, open_runtime
 
+    # Until the service installs its reload handler, a SIGHUP must not kill the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     fmt = log_format or default_format()
     configure_logging(fmt, log_level)  # type: ignore[arg-type]
     config_path = _config_path(config_path)

@@ -210,8 +210,8 @@ class DeliverySettings:
     unhealthy_after: float = 120.0
     # Issue 12: bounded S3 requests, and readiness when nothing is delivered for too long.
     s3_connect_timeout: float = 5.0
-    s3_read_timeout: float = 15.0
-    stalled_after: float = 120.0
+    s3_read_timeout: float = 10.0
+    stalled_after: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 # Defaults of [delivery] s3_connect_timeout / s3_read_timeout (issue 12): a hung request gives
 # up after at most about DEFAULT_MAX_ATTEMPTS * READ_TIMEOUT seconds.
 CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 15.0
+READ_TIMEOUT = 10.0
 MAX_POOL_CONNECTIONS = 16
 
 _TRANSIENT_CODES = frozenset(
