@@ -359,6 +359,9 @@ class Service:
         rt.delivery.apply_config(new, sinks)
         rt.sinks = {**{n: s for n, s in rt.sinks.items() if n in new.connections}, **sinks}
         rt.config = new
+        for name in changes.removed:  # a removed connection's gauges must not stay frozen
+            with contextlib.suppress(KeyError):
+                rt.metrics.oldest_undelivered_age_seconds.remove(name)
         if self._admin is not None:
             self._admin.app = self._build_app(new)
         if certificate is not None and self._server is not None:

@@ -183,6 +183,37 @@ def test_a_rotated_input_secret_applies_to_the_next_request(
     assert service.post("/v2/events", event_batch("b"), auth=(API_KEY, "rotated-secret"))[0] == 202
 
 
+def test_a_request_in_flight_during_a_reload_is_answered_202(
+    ops_service: Callable[..., OpsService],
+) -> None:
+    """Half a body sent, the config reloaded, the rest sent: the request completes normally."""
+    import base64
+    import socket
+
+    import orjson
+
+    service = ops_service()
+    body = orjson.dumps(event_batch("in-flight"))
+    token = base64.b64encode(f"{API_KEY}:test-secret-value".encode()).decode()
+    head = (
+        f"POST /v2/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        sock.sendall(head + body[:10])
+        text = service.config_path.read_text().replace(
+            'batch_window = "0.5s"', 'batch_window = "2s"'
+        )
+        service.config_path.write_text(text)
+        assert service.reload_command().returncode == 0
+        sock.sendall(body[10:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:200]
+
+
 def test_reload_command_fails_plainly_when_no_server_runs(
     ops_service: Callable[..., OpsService],
 ) -> None:
