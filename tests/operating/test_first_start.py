@@ -16,9 +16,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from opskit import EXECUTABLE, OpsService
 from servicekit import API_SECRET, bucket_lines, free_port, wait_for
-
-from conftest import EXECUTABLE, OpsService
 
 BATCH = {
     "environment": "production",

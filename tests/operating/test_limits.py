@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 import structlog
+from opskit import OpsService
 from servicekit import free_port, wait_for
 
-from conftest import OpsService
 from s3forward.errors import TransientSinkError
 from s3forward.layout import EncodedObject
 from s3forward.logs import RepeatFilter

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from opskit import OpsService
 from servicekit import API_KEY, bucket_lines, wait_for
-
-from conftest import OpsService
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from opskit import EXECUTABLE, OpsService
 from servicekit import wait_for
-
-from conftest import EXECUTABLE, OpsService
 
 UNIT = Path(__file__).resolve().parents[2] / "packaging" / "systemd" / "s3forward.service"
 

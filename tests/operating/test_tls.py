@@ -19,9 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from opskit import OpsService
 from servicekit import API_KEY, API_SECRET, wait_for
-
-from conftest import OpsService
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +139,7 @@ def test_https_ingest_and_a_renewed_certificate_is_served_after_sighup(
 def test_a_tls_config_with_only_a_certificate_is_refused_at_start(tmp_path: Path) -> None:
     import subprocess
 
-    from conftest import EXECUTABLE
+    from opskit import EXECUTABLE
 
     cert, _, _ = make_certificate(tmp_path, "lonely")
     config = tmp_path / "c.toml"
@@ -178,7 +177,7 @@ def test_status_reaches_a_tls_server_through_its_config(
     import os
     import subprocess
 
-    from conftest import EXECUTABLE
+    from opskit import EXECUTABLE
 
     cert, key, _ = make_certificate(tmp_path, "status")
     service = ops_service(
