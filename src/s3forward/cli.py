@@ -249,10 +249,16 @@ def reload(config_path: Path | None, timeout: float) -> None:
             f"cannot read the admin token {token_file} ({exc.strerror}): is the server running, "
             "and may this user read its spool directory?"
         )
+    # The file may just have turned TLS on or off, which the server applies only at restart:
+    # if the scheme the file implies gets no HTTP answer, try the other one.
+    other = url.replace("https://", "http://") if url.startswith("https") else "https" + url[4:]
     try:
         status, answer = request_reload(url, token, timeout=timeout)
     except OSError as exc:
-        _fail(f"nothing answers at {url}: {exc}")
+        try:
+            status, answer = request_reload(other, token, timeout=timeout)
+        except OSError:
+            _fail(f"nothing answers at {url}: {exc}")
     if status == 200 and answer.get("ok"):
         parts = [
             f"{label}: {', '.join(answer[key])}"

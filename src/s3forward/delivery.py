@@ -326,14 +326,15 @@ class Delivery:
             conn.notify()
 
     def health(self) -> dict[str, Health]:
-        return {name: conn.health for name, conn in self._connections.items()}
+        # A snapshot: a reload may add or remove connections from another thread meanwhile.
+        return {name: conn.health for name, conn in list(self._connections.items())}
 
     def stalled(self) -> dict[str, float]:
         """Connections that delivered nothing for ``[delivery] stalled_after`` seconds while
         files waited or uploaded, with how long (issue 12: a hung S3 turns /readyz red)."""
         now = self.clock.now()
         limit = self.config.delivery.stalled_after
-        waited = {name: conn.stalled_for(now) for name, conn in self._connections.items()}
+        waited = {name: conn.stalled_for(now) for name, conn in list(self._connections.items())}
         return {name: seconds for name, seconds in waited.items() if seconds >= limit}
 
     def mark_unhealthy(self, connection: str, message: str, code: str) -> None:

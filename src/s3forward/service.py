@@ -324,12 +324,15 @@ class Service:
         if server.tls != old.server.tls:
             restart_needed.append("server.tls (turning TLS on or off)")
         # What cannot change live keeps its running value, so status shows what is in effect.
+        # TLS stays on or off as started; with it on, the new paths (or the old ones if the
+        # new config turns it off) are what a reload loads.
+        tls_source = server if server.tls else old.server
         server = replace(
             server,
             host=old.server.host,
             port=old.server.port,
-            tls_cert_file=server.tls_cert_file if old.server.tls else None,
-            tls_key_file=server.tls_key_file if old.server.tls else None,
+            tls_cert_file=tls_source.tls_cert_file if old.server.tls else None,
+            tls_key_file=tls_source.tls_key_file if old.server.tls else None,
         )
         new = replace(new, server=server)
         certificate = None

@@ -194,3 +194,18 @@ def test_status_reaches_a_tls_server_through_its_config(
     )
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout)["source"] == "server"
+
+
+def test_turning_tls_off_by_reload_needs_a_restart_and_keeps_serving_https(
+    tmp_path: Path, ops_service: Callable[..., OpsService]
+) -> None:
+    cert, key, serial = make_certificate(tmp_path, "kept")
+    context = ssl.create_default_context(cafile=str(cert))
+    tls_lines = f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"'
+    service = ops_service(ssl_context=context, server=tls_lines)
+    service.config_path.write_text(service.config_path.read_text().replace(tls_lines, ""))
+    result = service.reload_command()
+    assert result.returncode == 0, result.stderr
+    assert "server.tls" in result.stderr and "next restart" in result.stderr
+    assert served_serial(service.port) == serial
+    assert post_https(service.port, context, BATCH) == 202
