@@ -129,3 +129,21 @@ def test_the_status_page_shows_its_time_in_utc(ops_service: Callable[..., OpsSer
     ).read_text()
     assert "toLocaleTimeString" not in script and "toLocaleString()" not in script
     assert 'toISOString().slice(11, 19) + " UTC"' in script
+
+
+@pytest.mark.slow
+def test_sighup_on_the_embedded_config_is_refused_and_the_server_keeps_running(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "out.log"
+    port = free_port()
+    with log.open("wb") as out:
+        process = serve_embedded(tmp_path, port, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: b'"listening"' in log.read_bytes(), 30, "listening")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: b"no config file to re-read" in log.read_bytes(), 30, "the refusal")
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
