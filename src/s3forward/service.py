@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import structlog
 import uvicorn
@@ -163,6 +164,7 @@ class Service:
         self._admin: AdminApp | None = None
         self._reload_lock = asyncio.Lock()
         self._reload_tasks: set[asyncio.Task[ReloadResult]] = set()
+        self._pending_certificate: tuple[Path | None, Path | None] | None = None
 
     def request_stop(self) -> None:
         """Stop intake now and let ``serve`` return after the grace period."""
@@ -284,6 +286,7 @@ class Service:
             self.notifier.reloading()
             try:
                 result = await asyncio.to_thread(self._reload_now)
+                self._load_pending_certificate()
             except Exception as exc:  # a bug in applying must not take the service down
                 log.exception("reloading the configuration failed; keeping the old one")
                 result = ReloadResult(ok=False, problems=[f"reload failed: {exc}"])
@@ -301,6 +304,14 @@ class Service:
                 )
             self.notifier.ready()
             return result
+
+    def _load_pending_certificate(self) -> None:
+        pending, self._pending_certificate = self._pending_certificate, None
+        if pending is None or self._server is None:
+            return
+        live = self._server.config.ssl
+        if isinstance(live, ssl.SSLContext) and pending[0] is not None:
+            live.load_cert_chain(pending[0], pending[1])
 
     def _reload_now(self) -> ReloadResult:
         rt = self.runtime
@@ -367,11 +378,10 @@ class Service:
                 rt.metrics.oldest_undelivered_age_seconds.remove(name)
         if self._admin is not None:
             self._admin.app = self._build_app(new)
-        if certificate is not None and self._server is not None:
-            live = self._server.config.ssl
-            if isinstance(live, ssl.SSLContext):
-                assert server.tls_cert_file is not None
-                live.load_cert_chain(server.tls_cert_file, server.tls_key_file)
+        if certificate is not None:
+            # Loaded into the live context by the event loop (see reload): handshakes run there,
+            # so none can see a new certificate with the old key.
+            self._pending_certificate = (server.tls_cert_file, server.tls_key_file)
         return ReloadResult(
             ok=True,
             added=list(changes.added),
