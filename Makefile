@@ -1,19 +1,30 @@
 # One entry point for local runs and CI. `make test` is the README's test command.
+# `make run` installs only the runtime dependencies (seconds); the first `make test`, `make lint`
+# or `make typecheck` adds the test and development tools to the same virtualenv.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 
 .PHONY: setup run test test-fast lint typecheck bench bench-load bench-cluster clean
 
-$(BIN)/s3forward: pyproject.toml
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+
+# Runtime: the package and what serving needs.
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
 	touch $@
 
-setup: $(BIN)/s3forward
+# Everything: test and development extras.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(PIP) install --upgrade pip
+	$(PIP) install -e '.[dev]'
+	touch $(VENV)/.runtime $@
 
-run: setup
+setup: $(VENV)/.dev
+
+run: $(VENV)/.runtime
 	$(BIN)/s3forward serve
 
 lint: setup

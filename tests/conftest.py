@@ -51,7 +51,7 @@ FAKE_AWS_ENV = {
 }
 _STARTUP_TIMEOUT = 30.0
 _SERVER_FIXTURES = {"moto_server", "start_service", "fault_proxy"}
-_SERVER_DIRS = {"e2e", "aws", "ops", "cluster", "web"}
+_SERVER_DIRS = {"e2e", "aws", "ops", "operating", "cluster", "web"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

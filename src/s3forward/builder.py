@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,10 @@ def _exit_with_parent(parent_pid: int) -> None:
     A pool worker blocks on its task queue and would outlive a server killed with SIGKILL
     (nothing closes the queue), so a daemon thread checks once a second who its parent is.
     """
+
+    # Ctrl-C in a terminal signals the whole process group: the server stops this worker
+    # itself, so the worker must not die of KeyboardInterrupt with a traceback (issue 12).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent_pid:

@@ -21,11 +21,12 @@ from s3forward.config import (
     DEV_API_SECRET,
     Config,
     ConnectionSettings,
+    default_config_path,
     describe_config,
     embedded_default,
     load_config,
 )
-from s3forward.errors import ConfigError, InputError, S3ForwardError
+from s3forward.errors import ConfigError, InputError, Problem, S3ForwardError
 from s3forward.logs import configure_logging
 
 EXIT_FAILED = 1
@@ -47,7 +48,13 @@ def _fail_problems(title: str, error: ConfigError | InputError, code: int) -> No
     sys.exit(code)
 
 
+def _config_path(config_path: Path | None) -> Path | None:
+    """--config, else $S3FORWARD_CONFIG, else /etc/s3forward/s3forward.toml if it exists."""
+    return config_path if config_path is not None else default_config_path()
+
+
 def _load(config_path: Path | None) -> Config:
+    config_path = _config_path(config_path)
     if config_path is None:
         return embedded_default()
     try:
@@ -82,7 +89,10 @@ config_option = click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="TOML configuration file (default: the embedded development configuration).",
+    help=(
+        "TOML configuration file (default: $S3FORWARD_CONFIG, else "
+        "/etc/s3forward/s3forward.toml if it exists, else the embedded development one)."
+    ),
 )
 
 
@@ -106,7 +116,10 @@ def main() -> None:
     help="Seconds to let uploads in flight finish on SIGTERM/SIGINT.",
 )
 @click.option(
-    "--log-format", type=click.Choice(["json", "console"]), default="json", show_default=True
+    "--log-format",
+    type=click.Choice(["json", "console"]),
+    default=None,
+    help="Log line format (default: console when stderr is a terminal, JSON otherwise).",
 )
 @click.option(
     "--log-level",
@@ -115,15 +128,28 @@ def main() -> None:
     show_default=True,
 )
 def serve(
-    config_path: Path | None, listen: str | None, grace: float, log_format: str, log_level: str
+    config_path: Path | None,
+    listen: str | None,
+    grace: float,
+    log_format: str | None,
+    log_level: str,
 ) -> None:
-    """Run the Events API server and forward to S3 until SIGTERM/SIGINT."""
+    """Run the Events API server and forward to S3 until SIGTERM/SIGINT.
+
+    SIGHUP (or `s3forward reload`) re-reads the config file without a restart.
+    """
+    import signal
     from dataclasses import replace
 
     from s3forward.config import parse_listen
+    from s3forward.logs import REPEATS, default_format
     from s3forward.service import Service, open_runtime
 
-    configure_logging(log_format, log_level)  # type: ignore[arg-type]
+    # Until the service installs its reload handler, a SIGHUP must not kill the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    fmt = log_format or default_format()
+    configure_logging(fmt, log_level)  # type: ignore[arg-type]
+    config_path = _config_path(config_path)
     config = _load(config_path)
     if listen is not None:
         parsed = parse_listen(listen)
@@ -137,9 +163,11 @@ def serve(
         runtime = open_runtime(config)
     except S3ForwardError as exc:
         _fail(str(exc))
+    REPEATS.on_suppressed = runtime.metrics.log_messages_suppressed_total.inc
 
     def announce(url: str) -> None:
-        if config_path is None:
+        # The banner is for a person at a terminal; JSON log streams stay pure JSON.
+        if config_path is None and fmt == "console":
             click.echo(
                 f"s3forward {__version__} on its embedded development configuration\n"
                 f"  Events API:   {url}/v2/events  and  {url}/v2/bulkevents\n"
@@ -155,7 +183,14 @@ def serve(
                 err=True,
             )
 
-    service = Service(runtime, grace=grace, on_ready=announce)
+    reload_from = config_path
+
+    def reload_config() -> Config:
+        if reload_from is None:
+            raise ConfigError([Problem("<embedded default>", "there is no config file to re-read")])
+        return load_config(reload_from)
+
+    service = Service(runtime, grace=grace, on_ready=announce, load_config=reload_config)
     try:
         import uvloop
 
@@ -175,6 +210,93 @@ def _serve_cluster(config: Config) -> None:
         _fail(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}")
     except S3ForwardError as exc:
         _fail(str(exc))
+
+
+# ----------------------------------------------------------------------------------- reload
+
+
+def _locate_server(config_path: Path | None) -> tuple[str, Path]:
+    """The running server's base URL and admin-token file, read leniently from the config.
+
+    Lenient on purpose: the file may hold the new, invalid config that the server is about to
+    reject, and that rejection (with every problem) is what the reload command must show.
+    """
+    import tomllib
+
+    from s3forward.admin import token_path
+    from s3forward.config import ServerSettings, SpoolSettings, parse_listen
+
+    path = _config_path(config_path)
+    if path is None:
+        _fail("no config file: give --config FILE or set S3FORWARD_CONFIG", EXIT_USAGE)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        _fail(f"cannot read {path}: {exc}", EXIT_USAGE)
+    server: dict[str, Any] = data["server"] if isinstance(data.get("server"), dict) else {}
+    spool: dict[str, Any] = data["spool"] if isinstance(data.get("spool"), dict) else {}
+    listen = server.get("listen")
+    parsed = parse_listen(listen) if isinstance(listen, str) else None
+    host, port = parsed or (ServerSettings.host, ServerSettings.port)
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - reaching a wildcard listen locally
+        host = "127.0.0.1" if host != "::" else "::1"
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if server.get("tls_cert_file") else "http"
+    spool_path = Path(spool["path"]) if isinstance(spool.get("path"), str) else SpoolSettings.path
+    return f"{scheme}://{shown}:{port}", token_path(spool_path)
+
+
+@main.command()
+@config_option
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
+def reload(config_path: Path | None, timeout: float) -> None:
+    """Make the running server re-read its config file (like SIGHUP), and report the outcome.
+
+    Exit code 0 when the new config is in effect, 2 when it was rejected (the running config
+    stays; the problems are printed), 1 when the server cannot be reached.
+    """
+    from s3forward.admin import request_reload
+
+    url, token_file = _locate_server(config_path)
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        _fail(
+            f"cannot read the admin token {token_file} ({exc.strerror}): is the server running, "
+            "and may this user read its spool directory?"
+        )
+    # The file may just have turned TLS on or off, which the server applies only at restart:
+    # if the scheme the file implies gets no HTTP answer, try the other one.
+    other = url.replace("https://", "http://") if url.startswith("https") else "https" + url[4:]
+    try:
+        status, answer = request_reload(url, token, timeout=timeout)
+    except OSError as exc:
+        try:
+            status, answer = request_reload(other, token, timeout=timeout)
+        except OSError:
+            _fail(f"nothing answers at {url}: {exc}")
+    if status == 200 and answer.get("ok"):
+        parts = [
+            f"{label}: {', '.join(answer[key])}"
+            for key, label in (("added", "added"), ("removed", "removed"), ("changed", "changed"))
+            if answer.get(key)
+        ]
+        if answer.get("tls_reloaded"):
+            parts.append("TLS certificate reloaded")
+        click.echo("reloaded" + (f" ({'; '.join(parts)})" if parts else ""), err=True)
+        for item in answer.get("restart_needed") or []:
+            click.echo(f"warning: {item} changed; it takes effect at the next restart", err=True)
+        return
+    problems = answer.get("problems") or [f"HTTP {status}"]
+    if status == 422:
+        click.echo(
+            "error: the new configuration was rejected; the running one stays in effect:",
+            err=True,
+        )
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(EXIT_USAGE)
+    _fail(f"{url} answered HTTP {status}: {'; '.join(str(p) for p in problems)}")
 
 
 # ------------------------------------------------------------------------- validate-config
@@ -286,13 +408,12 @@ def forward(
 @click.option(
     "--config",
     "config_path",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="TOML configuration file.",
+    help="TOML configuration file (default: $S3FORWARD_CONFIG or /etc/s3forward/s3forward.toml).",
 )
 @click.option("--connection", "connection_name", help="Check only this connection.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(config_path: Path, connection_name: str | None, as_json: bool) -> None:
+def check(config_path: Path | None, connection_name: str | None, as_json: bool) -> None:
     """Verify that each connection can forward: credentials, bucket, region, listing, writing.
 
     Writes a small verification object (mParticle_Bucket_Verification_...txt holding {}) with
@@ -303,6 +424,8 @@ def check(config_path: Path, connection_name: str | None, as_json: bool) -> None
     from s3forward.checks import check_connection, render_text
 
     configure_logging("console", "error")
+    if _config_path(config_path) is None:
+        _fail("--config FILE is required (or set S3FORWARD_CONFIG)", EXIT_USAGE)
     # botocore logs a failed AssumeRole with a traceback; the report already says it plainly.
     logging.getLogger("botocore.credentials").setLevel(logging.CRITICAL)
     config = _load(config_path)
@@ -407,8 +530,20 @@ def _fetch_status(url: str, auth: tuple[str, str] | None) -> dict[str, Any] | No
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
+    import ssl
+    import urllib.parse
+
+    from s3forward.api.status_page import is_loopback
+
+    context = None
+    if url.startswith("https://") and is_loopback(urllib.parse.urlsplit(url).hostname or ""):
+        # This machine's own server: its certificate is for a public name, not the loopback
+        # address dialled. Anywhere else the certificate is verified as usual.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - http(s) URL
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:  # noqa: S310
             data: dict[str, Any] = orjson.loads(response.read())
             return data
     except urllib.error.HTTPError as exc:
@@ -436,7 +571,8 @@ def status(config_path: Path | None, url: str | None, as_json: bool) -> None:
     if config is not None:
         host = config.server.host
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
-        url = f"http://{host}:{config.server.port}"
+        scheme = "https" if config.server.tls else "http"
+        url = f"{scheme}://{host}:{config.server.port}"
         first = next((i for i in config.inputs.values() if i.web is None), None)
         auth = (first.api_key, first.api_secret.reveal()) if first else None
     assert url is not None

@@ -248,6 +248,13 @@ class ServerSettings:
     keep_alive_timeout: float = 15.0
     max_connections: int = 1024
     max_json_depth: int = 64
+    # Issue 12: TLS on ingest (both or neither; re-read on reload).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
 
 @dataclass(frozen=True)
@@ -269,6 +276,10 @@ class DeliverySettings:
     backoff_cap: float = 60.0
     permanent_retry_interval: float = 300.0
     unhealthy_after: float = 120.0
+    # Issue 12: bounded S3 requests, and readiness when nothing is delivered for too long.
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 10.0
+    stalled_after: float = 60.0
 
 
 # ---- Cluster mode on NATS JetStream (issue 9) ---------------------------------------------
@@ -893,6 +904,7 @@ def _read_server(table: _Table) -> ServerSettings:
             table.problem("listen", f"expected HOST:PORT such as '127.0.0.1:8080', got {listen!r}")
         else:
             host, port = parsed
+    tls = _read_tls(table)
     settings = ServerSettings(
         host=host,
         port=port,
@@ -915,6 +927,8 @@ def _read_server(table: _Table) -> ServerSettings:
         max_json_depth=table.integer(
             "max_json_depth", d.max_json_depth, minimum=8, maximum=MAX_JSON_DEPTH
         ),
+        tls_cert_file=tls[0],
+        tls_key_file=tls[1],
     )
     table.finish()
     return settings
@@ -945,6 +959,25 @@ def _client_ip_header(table: _Table) -> str | None:
         )
         return None
     return value.lower() if value else None
+
+
+def _read_tls(table: _Table) -> tuple[Path | None, Path | None]:
+    """Issue 12: ``tls_cert_file`` and ``tls_key_file`` (PEM), both or neither, readable."""
+    paths: dict[str, Path | None] = {}
+    for key in ("tls_cert_file", "tls_key_file"):
+        value = table.optional_string(key)
+        path = Path(value) if value else None
+        if path is not None and not os.access(path, os.R_OK):
+            table.problem(key, f"cannot read {str(path)!r}: give the path of a readable PEM file")
+        paths[key] = path
+    if (paths["tls_cert_file"] is None) != (paths["tls_key_file"] is None):
+        given, missing = (
+            ("tls_cert_file", "tls_key_file")
+            if paths["tls_cert_file"]
+            else ("tls_key_file", "tls_cert_file")
+        )
+        table.problem(missing, f"is required when {given} is set (TLS needs both)")
+    return paths["tls_cert_file"], paths["tls_key_file"]
 
 
 def parse_listen(listen: str) -> tuple[str, int] | None:
@@ -980,6 +1013,10 @@ def _read_delivery(table: _Table) -> DeliverySettings:
             "permanent_retry_interval", d.permanent_retry_interval, minimum=0.001
         ),
         unhealthy_after=table.duration("unhealthy_after", d.unhealthy_after, minimum=0.001),
+        # Issue 12.
+        s3_connect_timeout=table.duration("s3_connect_timeout", d.s3_connect_timeout, minimum=0.1),
+        s3_read_timeout=table.duration("s3_read_timeout", d.s3_read_timeout, minimum=0.1),
+        stalled_after=table.duration("stalled_after", d.stalled_after, minimum=0.1),
     )
     table.finish()
     return settings
@@ -1086,6 +1123,19 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
     return config_from_mapping(data, source=str(path), env=env)
 
 
+# Issue 12: where commands look for the config when --config is not given.
+CONFIG_ENV = "S3FORWARD_CONFIG"
+DEFAULT_CONFIG_PATH = Path("/etc/s3forward/s3forward.toml")
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """``$S3FORWARD_CONFIG`` when set, else /etc/s3forward/s3forward.toml when it exists."""
+    environment = os.environ if env is None else env
+    if environment.get(CONFIG_ENV):
+        return Path(environment[CONFIG_ENV])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
 DEV_API_KEY = "dev-key"
 DEV_API_SECRET = "dev-secret"  # noqa: S105 - printed development credentials, loopback only
 
@@ -1159,6 +1209,8 @@ def describe_config(config: Config) -> dict[str, Any]:
 
 
 __all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_PATH",
     "FORWARDING_PREFIX",
     "MAX_JSON_DEPTH",
     "ROLE_MODE_ACL",
@@ -1178,6 +1230,7 @@ __all__ = [
     "SpoolSettings",
     "WebInputSettings",
     "config_from_mapping",
+    "default_config_path",
     "describe_config",
     "embedded_default",
     "load_config",

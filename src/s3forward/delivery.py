@@ -92,6 +92,10 @@ class _ConnectionDelivery:
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.threads: list[threading.Thread] = []
+        # Since when files have been waiting or uploading without any being delivered.
+        self.backlog_since: float | None = None
+        self.retired = False  # removed by a reload: workers finish their upload and exit
+        self.old_sinks: list[Sink] = []  # replaced by a reload; closed at stop
 
     # ------------------------------------------------------------ claiming
 
@@ -105,8 +109,18 @@ class _ConnectionDelivery:
             for stored in owner.ledger.due_files(self.name, now, limit=64):
                 if stored.file_id not in self.inflight:
                     self.inflight.add(stored.file_id)
+                    if self.backlog_since is None:
+                        self.backlog_since = now
                     return stored
+            if not self.inflight:
+                self.backlog_since = None  # nothing due and nothing uploading: not stalled
         return None
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds files have waited or uploaded while none was delivered (0 when idle)."""
+        with self.lock:
+            since = self.backlog_since
+        return 0.0 if since is None else max(0.0, now - since)
 
     def release(self, file_id: int) -> None:
         with self.lock:
@@ -122,9 +136,9 @@ class _ConnectionDelivery:
 
     # ------------------------------------------------------------ working
 
-    def run(self) -> None:
+    def run(self, index: int = 0) -> None:
         owner = self.owner
-        while not owner.stopping.is_set():
+        while not owner.stopping.is_set() and not self.retired and index < owner.workers:
             try:
                 stored = self.claim()
             except Exception:  # the spool could not be read: wait and try again
@@ -200,6 +214,7 @@ class _ConnectionDelivery:
         with self.lock:
             was_healthy = self.health.healthy
             self.health = Health(healthy=True, last_success_at=now, last_attempt_at=now)
+            self.backlog_since = self.owner.clock.now() if self.backlog_since is not None else None
         self.owner.metrics.connection_healthy.labels(self.name).set(1)
         if not was_healthy:
             log.info("connection recovered", connection=self.name)
@@ -272,6 +287,9 @@ class Delivery:
         self.rng = rng or random.Random()
         self.poll_interval = poll_interval
         self.stopping = threading.Event()
+        self.workers = config.delivery.workers_per_connection
+        self._started = False
+        self._retired: list[_ConnectionDelivery] = []
         self._connections = {
             name: _ConnectionDelivery(self, name, sink) for name, sink in sinks.items()
         }
@@ -279,14 +297,57 @@ class Delivery:
             metrics.connection_healthy.labels(name).set(1)
 
     def start(self) -> None:
-        workers = self.config.delivery.workers_per_connection
-        for name, conn in self._connections.items():
-            for index in range(workers):
-                thread = threading.Thread(
-                    target=conn.run, name=f"deliver-{name}-{index}", daemon=True
-                )
-                conn.threads.append(thread)
-                thread.start()
+        self._started = True
+        for conn in self._connections.values():
+            self._start_workers(conn)
+
+    def _start_workers(self, conn: _ConnectionDelivery) -> None:
+        conn.threads = [t for t in conn.threads if t.is_alive()]
+        for index in range(len(conn.threads), self.workers):
+            thread = threading.Thread(
+                target=conn.run, args=(index,), name=f"deliver-{conn.name}-{index}", daemon=True
+            )
+            conn.threads.append(thread)
+            thread.start()
+
+    def apply_config(self, config: Config, sinks: Mapping[str, Sink]) -> None:
+        """Switch to ``config`` (issue 12, reload); ``sinks`` holds a new sink for every
+        connection that was added or whose settings changed.
+
+        Uploads in flight finish on the sink they started with. A changed connection's next
+        upload uses its new sink (rotated keys, new endpoint), its pause after a permanent error
+        is lifted and its health starts afresh. A removed connection's workers exit after their
+        current upload; its files stay pending in the spool. ``[delivery]`` settings apply to the
+        next attempt; ``workers_per_connection`` adds or retires workers.
+        """
+        self.config = config
+        self.workers = config.delivery.workers_per_connection
+        for name in [n for n in self._connections if n not in config.connections]:
+            conn = self._connections.pop(name)
+            conn.retired = True
+            conn.notify()
+            self._retired.append(conn)
+            self.metrics.connection_healthy.remove(name)
+        for name in config.connections:
+            existing = self._connections.get(name)
+            sink = sinks.get(name)
+            if existing is None:
+                if sink is None:
+                    raise ValueError(f"no sink for the added connection {name!r}")
+                conn = _ConnectionDelivery(self, name, sink)
+                self._connections[name] = conn
+                self.metrics.connection_healthy.labels(name).set(1)
+            else:
+                conn = existing
+            if existing is not None and sink is not None:
+                with conn.lock:
+                    conn.old_sinks.append(conn.sink)
+                    conn.sink = sink
+                    conn.health = Health()
+                self.metrics.connection_healthy.labels(name).set(1)
+            if self._started and not self.stopping.is_set():
+                self._start_workers(conn)
+            conn.notify()
 
     def wake(self, connection: str) -> None:
         conn = self._connections.get(connection)
@@ -294,7 +355,16 @@ class Delivery:
             conn.notify()
 
     def health(self) -> dict[str, Health]:
-        return {name: conn.health for name, conn in self._connections.items()}
+        # A snapshot: a reload may add or remove connections from another thread meanwhile.
+        return {name: conn.health for name, conn in list(self._connections.items())}
+
+    def stalled(self) -> dict[str, float]:
+        """Connections that delivered nothing for ``[delivery] stalled_after`` seconds while
+        files waited or uploaded, with how long (issue 12: a hung S3 turns /readyz red)."""
+        now = self.clock.now()
+        limit = self.config.delivery.stalled_after
+        waited = {name: conn.stalled_for(now) for name, conn in list(self._connections.items())}
+        return {name: seconds for name, seconds in waited.items() if seconds >= limit}
 
     def mark_unhealthy(self, connection: str, message: str, code: str) -> None:
         """Record a failed start-up check: the connection keeps its data and keeps retrying."""
@@ -318,14 +388,16 @@ class Delivery:
         in the spool and is retried (same key, same bytes) on the next start.
         """
         self.stopping.set()
-        for conn in self._connections.values():
+        every = [*self._connections.values(), *self._retired]
+        for conn in every:
             conn.notify()
         deadline = time.monotonic() + grace
-        for conn in self._connections.values():
+        for conn in every:
             for thread in conn.threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        finished = all(conn.idle() for conn in self._connections.values())
-        for conn in self._connections.values():
+        finished = all(conn.idle() for conn in every)
+        for conn in every:
             if conn.idle():
-                conn.sink.close()
+                for sink in (*conn.old_sinks, conn.sink):
+                    sink.close()
         return finished

@@ -27,12 +27,12 @@ from s3forward.pipeline.ingest import READY_FRACTION, Ingest
 from s3forward.pipeline.ledger import DeliveryLedger
 from s3forward.pipeline.upkeep import SpoolUpkeep
 from s3forward.pipeline.usage import SpoolUsage
-from s3forward.pipeline.windowbook import WindowBook
+from s3forward.pipeline.windowbook import ConfigChanges, WindowBook
 from s3forward.pipeline.writer import GroupCommitWriter, Op
-from s3forward.spool.base import Spool
+from s3forward.spool.base import Spool, SpoolTransaction
 from s3forward.windows import SealReason
 
-__all__ = ["READY_FRACTION", "Engine"]
+__all__ = ["READY_FRACTION", "ConfigChanges", "Engine"]
 
 
 class Engine:
@@ -78,7 +78,8 @@ class Engine:
             on_sealed=self.builds.wake,
         )
         self.ingest = Ingest(config, self.writer, self.book, self.usage, rng=rng)
-        participants += [self.ingest, self.book, SpoolUpkeep(config.spool)]
+        self.upkeep = SpoolUpkeep(config.spool)
+        participants += [self.ingest, self.book, self.upkeep]
         self.ledger = DeliveryLedger(spool, self.writer)
 
     # ---------------------------------------------------------------- lifecycle
@@ -119,6 +120,31 @@ class Engine:
         self.stop_intake()
         self.builds.stop(timeout)
         return self.writer.close(timeout)
+
+    def apply_config(self, config: Config) -> ConfigChanges:
+        """Switch to ``config`` (a reload) between two commits; nothing stored is lost.
+
+        One writer operation: every batch committed before it used the old config, every
+        batch after it the new one. Windows: see ``WindowBook.switch``. Every file built
+        after the switch uses the new settings (sealed windows included), and a changed
+        connection's files waiting for a retry are due at once (e.g. rotated keys). Inputs,
+        spool limits and everything read per request apply to the next request. The caller
+        validates ``config`` first; only ``spool.path`` may not change (ValueError).
+        """
+        if config.spool.path != self.config.spool.path:
+            raise ValueError("spool.path cannot change while running")
+
+        def apply(txn: SpoolTransaction, now: float) -> ConfigChanges:
+            changes = self.book.switch(config, self.spool)
+            for name in changes.changed:
+                txn.retry_now(name, now)
+            self.config = self.ingest.config = self.builds.config = config
+            self.upkeep.settings = config.spool
+            self.writer.after_commit(self.builds.wake)  # an added connection's sealed windows
+            return changes
+
+        changes: ConfigChanges = self.writer.run(apply)
+        return changes
 
     # ---------------------------------------------------------------- Intake
 

@@ -165,6 +165,24 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        # Operating (issue 12).
+        self.config_reloads_total = Counter(
+            "s3forward_config_reloads_total",
+            "Configuration reloads (SIGHUP or s3forward reload), by result: applied, rejected.",
+            ["result"],
+            registry=r,
+        )
+        self.config_last_reload_success = Gauge(
+            "s3forward_config_last_reload_success",
+            "1 when the last reload was applied (or none was tried), 0 when it was rejected.",
+            registry=r,
+        )
+        self.config_last_reload_success.set(1)
+        self.log_messages_suppressed_total = Counter(
+            "s3forward_log_messages_suppressed_total",
+            "Repeated identical warnings and errors left out of the log (see logs.py).",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric in this registry."""

@@ -352,8 +352,9 @@ class IngestApp:
         if rejection.reason == "internal":
             _log.error("request failed", **fields, exc_info=exc)
         else:
-            # Messages can quote payload values; only their count is logged.
-            _log.info("request rejected", **fields, problems=len(rejection.messages))
+            # Messages can quote payload values; only their count is logged. Debug level:
+            # s3forward_requests_rejected_total counts them (a bad client must not flood logs).
+            _log.debug("request rejected", **fields, problems=len(rejection.messages))
         return rejection.response
 
     async def _send(self, send: Send, request: Request, response: Response) -> None:

@@ -35,6 +35,8 @@ def make_uvicorn_server(
     handle_signals: bool = False,
     limits: FrontDoorLimits | None = None,
     timeout_graceful_shutdown: int | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
 ) -> uvicorn.Server:
     """A uvicorn server for ``app``, tuned for many small POSTs on one core.
 
@@ -43,6 +45,8 @@ def make_uvicorn_server(
     use); by default the caller stops the server with ``server.should_exit = True``.
     The connection limits (head size and time, keep-alive, connection cap, half-close) are
     ``api.frontdoor``'s, with ``limits`` or its defaults.
+    ``ssl_certfile``/``ssl_keyfile`` (PEM) serve HTTPS; the owner may load a renewed
+    certificate into the live ``server.config.ssl`` context later.
     """
     config = uvicorn.Config(
         app,
@@ -58,6 +62,8 @@ def make_uvicorn_server(
         log_config=None,
         log_level=log_level,
         timeout_graceful_shutdown=timeout_graceful_shutdown,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     return uvicorn.Server(config) if handle_signals else QuietServer(config)
 

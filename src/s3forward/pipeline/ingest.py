@@ -121,7 +121,8 @@ class Ingest:
         if self.stopping.is_set():
             raise StoppingError("s3forward is shutting down and takes no new data")
         if input_name not in self.config.inputs:
-            raise ValueError(f"unknown input {input_name!r}")
+            # Only a request authenticated just before a reload removed its input gets here.
+            raise StoppingError(f"input {input_name!r} is no longer configured")
         if isinstance(batches, ValidatedBatches) and len(batches.encoded) == len(batches):
             bodies = batches.encoded  # serialised once already, by validation
         else:
@@ -147,6 +148,8 @@ class Ingest:
 
     def _apply(self, op: _IngestOp, txn: SpoolTransaction, now: float) -> SubmitResult:
         connections = self.book.for_input(op.input_name)
+        if not connections:  # the input was removed by a reload after this request was queued
+            raise StoppingError(f"input {op.input_name!r} is no longer configured")
         sizes = [self._event_sizes(b.get("events") or [], connections) for b in op.batches]
         incoming = sum(
             on_disk(len(body)) + self._projected(body, event_sizes, connections)

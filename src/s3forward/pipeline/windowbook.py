@@ -17,10 +17,19 @@ import structlog
 from s3forward.config import Config, ConnectionSettings
 from s3forward.metrics import Metrics
 from s3forward.pipeline.writer import Op
-from s3forward.spool.base import SpoolTransaction, SpoolView
+from s3forward.spool.base import SpoolTransaction, SpoolView, StoredWindow
 from s3forward.windows import OpenWindow, Sealed, SealReason, Windower, WindowPolicy
 
 log = structlog.get_logger("s3forward.windows")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChanges:
+    """Which connections a reload added, removed or changed (by name)."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -65,16 +74,7 @@ class WindowBook:
             if state is None:
                 orphans.add(stored.connection)  # a removed connection keeps its data on disk
                 continue
-            state.windower.restore(
-                OpenWindow(
-                    window_id=stored.window_id,
-                    group=stored.group,
-                    opened_at=stored.opened_at,
-                    last_activity=stored.last_activity,
-                    bytes=stored.bytes,
-                    items=stored.items,
-                )
-            )
+            state.windower.restore(_open(stored))
             state.next_seq[stored.window_id] = stored.next_seq
         if orphans:
             log.warning(
@@ -85,6 +85,51 @@ class WindowBook:
         self._next_window_id = next_window_id
         self.connections = connections
         self.update_gauges()
+
+    def switch(self, config: Config, spool: SpoolView) -> ConfigChanges:
+        """Take ``config`` (a reload), on the writer thread between two placements.
+
+        - an added connection starts with the open windows the spool still holds for it (a
+          connection removed earlier and configured again resumes them);
+        - a removed connection's windows stay in the spool, untouched, until a connection of
+          that name is configured again;
+        - a changed connection keeps its open windows; their deadlines and caps follow the
+          new window settings from now on.
+        """
+        old = self.connections
+        added = [name for name in config.connections if name not in old]
+        removed = [name for name in old if name not in config.connections]
+        changed = [
+            name
+            for name, settings in config.connections.items()
+            if name in old and old[name].settings != settings
+        ]
+        stored = spool.open_windows() if added else []
+        connections: dict[str, ConnectionWindows] = {}
+        for name, settings in config.connections.items():
+            policy = WindowPolicy.from_settings(settings)
+            state = old.get(name)
+            if state is None:
+                state = ConnectionWindows(settings, Windower(policy, next_id=self._new_id))
+                for window in stored:
+                    if window.connection == name:
+                        state.windower.restore(_open(window))
+                        state.next_seq[window.window_id] = window.next_seq
+            else:
+                if state.windower.policy != policy:
+                    # Rebuilt from the live windows: deadlines follow the new policy.
+                    windower = Windower(policy, next_id=self._new_id)
+                    for live in state.windower.open_windows():
+                        windower.restore(live)
+                    state.windower = windower
+                state.settings = settings
+            connections[name] = state
+        self.connections = connections
+        self.config = config
+        for name in removed:
+            self.metrics.windows_open.labels(name).set(0)
+        self.update_gauges()
+        return ConfigChanges(tuple(added), tuple(removed), tuple(changed))
 
     def _new_id(self) -> int:
         self._next_window_id += 1
@@ -164,3 +209,14 @@ class WindowBook:
     def update_gauges(self) -> None:
         for name, state in self.connections.items():
             self.metrics.windows_open.labels(name).set(state.windower.open_count)
+
+
+def _open(stored: StoredWindow) -> OpenWindow:
+    return OpenWindow(
+        window_id=stored.window_id,
+        group=stored.group,
+        opened_at=stored.opened_at,
+        last_activity=stored.last_activity,
+        bytes=stored.bytes,
+        items=stored.items,
+    )

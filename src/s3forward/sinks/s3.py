@@ -47,8 +47,10 @@ if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
 
 DEFAULT_MAX_ATTEMPTS = 3
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
+# Defaults of [delivery] s3_connect_timeout / s3_read_timeout (issue 12): a hung request gives
+# up after at most about DEFAULT_MAX_ATTEMPTS * READ_TIMEOUT seconds.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 10.0
 MAX_POOL_CONNECTIONS = 16
 
 _TRANSIENT_CODES = frozenset(
@@ -120,19 +122,34 @@ _STATUS_CODES = {301: "PermanentRedirect", 403: "AccessDenied", 404: "NoSuchKey"
 
 
 def build_client(
-    settings: ConnectionSettings, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    settings: ConnectionSettings,
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float = READ_TIMEOUT,
 ) -> S3Client:
     """An S3 client with bounded timeouts and few retries, for ``settings``."""
-    config = _client_config(settings, max_attempts=max_attempts)
+    config = _client_config(
+        settings,
+        max_attempts=max_attempts,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
     return build_session(settings).client("s3", endpoint_url=settings.endpoint_url, config=config)
 
 
-def _client_config(settings: ConnectionSettings, *, max_attempts: int) -> BotocoreConfig:
+def _client_config(
+    settings: ConnectionSettings,
+    *,
+    max_attempts: int,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float = READ_TIMEOUT,
+) -> BotocoreConfig:
     return BotocoreConfig(
         region_name=settings.aws_region_endpoint,
         retries={"mode": "standard", "total_max_attempts": max_attempts},
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         max_pool_connections=MAX_POOL_CONNECTIONS,
         user_agent_extra=f"s3forward/{__version__}",
         s3={"addressing_style": "path"} if settings.force_path_style else None,
@@ -174,11 +191,18 @@ class S3Sink:
         *,
         client: S3Client | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
     ) -> None:
         self.name = settings.name
         self._settings = settings
         self._owns_client = client is None
-        self._client = client or build_client(settings, max_attempts=max_attempts)
+        self._client = client or build_client(
+            settings,
+            max_attempts=max_attempts,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
 
     def write(self, obj: EncodedObject) -> WriteOutcome:
         """See ``Sink.write``."""

@@ -231,6 +231,11 @@ class SpoolTransaction(Protocol):
         """Give a PENDING file a new key (its old one holds a different object)."""
         ...
 
+    def retry_now(self, connection: str, now: float) -> None:
+        """Make every PENDING file of ``connection`` due at ``now`` (its settings changed on
+        reload, e.g. rotated keys: a retry scheduled minutes away is tried now)."""
+        ...
+
     def prune_delivered(self, keep: int) -> None:
         """Keep only the ``keep`` most recently delivered files' rows."""
         ...

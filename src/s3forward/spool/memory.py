@@ -193,6 +193,15 @@ class _Transaction:
         if stored is not None:
             self.state.files[file_id] = replace(stored, key=key)
 
+    def retry_now(self, connection: str, now: float) -> None:
+        for stored in list(self.state.files.values()):
+            if (
+                stored.state is FileState.PENDING
+                and stored.connection == connection
+                and stored.next_attempt_at > now
+            ):
+                self.state.files[stored.file_id] = replace(stored, next_attempt_at=now)
+
     def prune_delivered(self, keep: int) -> None:
         delivered = sorted(
             (f for f in self.state.files.values() if f.state is FileState.DELIVERED),

@@ -565,6 +565,13 @@ class _Transaction:
             (key, file_id, FileState.PENDING),
         )
 
+    def retry_now(self, connection: str, now: float) -> None:
+        self._execute(
+            "UPDATE files SET next_attempt_at = ? WHERE connection = ? AND state = ? "
+            "AND next_attempt_at > ?",
+            (now, connection, FileState.PENDING, now),
+        )
+
     def prune_delivered(self, keep: int) -> None:
         self._execute(
             "DELETE FROM files WHERE state = ? AND id NOT IN "

@@ -47,7 +47,8 @@
     $("reasons").textContent = s.ready ? "" : s.ready_reasons.join("; ");
     const from = s.source === "server" ? "up " + dur(s.uptime_seconds) : "read from the spool";
     $("meta").textContent = "v" + s.version + " · " + from + " · updated " +
-      new Date(s.generated_at * 1000).toLocaleTimeString();
+      // UTC, 24-hour, like every object key and log line (never the browser's local time).
+      new Date(s.generated_at * 1000).toISOString().slice(11, 19) + " UTC";
   }
 
   function renderTiles(s) {
