@@ -66,7 +66,7 @@ def test_the_previous_releases_spool_is_migrated_and_everything_undelivered_land
     shutil.copy(FIXTURE, tmp_path / "spool.db")
     config = config_for(tmp_path)
     done = subprocess.run(
-        [EXE, "drain", "--config", config], capture_output=True, text=True, timeout=120
+        [EXE, "drain", "--config", config], check=False, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     assert event_names(tmp_path / "local") == [
@@ -85,6 +85,6 @@ def test_the_previous_releases_spool_is_migrated_and_everything_undelivered_land
         "sealed-unbuilt",
     ], "the file delivered before the upgrade is not sent again"
     status = subprocess.run(
-        [EXE, "status", "--config", config], capture_output=True, text=True, timeout=60
+        [EXE, "status", "--config", config], check=False, capture_output=True, text=True, timeout=60
     )
     assert f"schema v{SCHEMA_VERSION}" in status.stdout + status.stderr
