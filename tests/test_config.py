@@ -254,8 +254,9 @@ def test_role_mode_acl_is_sent_with_the_put() -> None:
     from s3forward.sinks.s3 import put_object_args
 
     obj = encode_object("App_00000000000000000000_00001.txt", b"{}\n", compress=False)
-    assert put_object_args(load(), obj)["ACL"] == ROLE_MODE_ACL
-    assert "ACL" not in put_object_args(load(access_key_id="a", secret_access_key="b"), obj)
+    role, user = load(), load(access_key_id="a", secret_access_key="b")
+    assert put_object_args(role.s3_bucket_name, role.objects, obj)["ACL"] == ROLE_MODE_ACL
+    assert "ACL" not in put_object_args(user.s3_bucket_name, user.objects, obj)
 
 
 def test_every_problem_is_listed_at_once() -> None:

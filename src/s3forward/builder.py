@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from s3forward.config import ConnectionSettings
+from s3forward.config import FileSettings
 from s3forward.errors import BuilderError
 from s3forward.files import BuiltFile, FileItem, build_file
 from s3forward.spool.base import SpoolView
@@ -36,7 +36,7 @@ class BuildJob:
     """What a worker needs to build one sealed window's file (no secrets: it is pickled)."""
 
     window_id: int
-    settings: ConnectionSettings
+    settings: FileSettings
     app_name: str
     sealed_at: float
     digits: int

@@ -13,10 +13,10 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from s3forward.errors import ConfigError, Problem
 from s3forward.names import clean_app_name, clean_folder
@@ -212,15 +212,173 @@ class ConnectionSettings:
         """Role-based mode writes every object with ``bucket-owner-full-control``, as the seed."""
         return ROLE_MODE_ACL if self.role_based and self.destination is Destination.S3 else None
 
-    def without_secrets(self) -> ConnectionSettings:
-        """These settings with every secret removed: what may be pickled to the build worker."""
-        return replace(self, access_key_id=None, secret_access_key=None, external_id=None)
+    # Issue 8: each part of the pipeline gets only its slice of these settings.
+
+    @property
+    def access(self) -> BucketAccess:
+        """Where the bucket is and how to reach it (sinks, credentials, `check`)."""
+        return BucketAccess(
+            connection=self.name,
+            destination=self.destination,
+            bucket=self.s3_bucket_name,
+            local_path=self.local_path,
+            region=self.aws_region_endpoint,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            role_arn=self.role_arn,
+            external_id=self.external_id,
+            role_session_name=self.role_session_name,
+            endpoint_url=self.endpoint_url,
+            force_path_style=self.force_path_style,
+        )
+
+    @property
+    def objects(self) -> ObjectOptions:
+        """How each object is written (the sink)."""
+        return ObjectOptions(
+            encryption=self.server_side_encryption_method,
+            kms_key_id=self.sse_kms_key_id,
+            storage_class=self.storage_class,
+            tags=dict(self.object_tags),
+            conditional_writes=self.conditional_writes,
+            canned_acl=self.canned_acl,
+        )
+
+    @property
+    def file_settings(self) -> FileSettings:
+        """What building this connection's files needs (filters, outbound form, key layout):
+        no secret and nothing about the bucket; this is what is pickled to the build worker."""
+        return FileSettings(**{name: getattr(self, name) for name in FileSettings.FIELDS})
 
     @property
     def batching_mode(self) -> BatchingMode:
         if self.wait_for_complete_batch:
             return BatchingMode.PER_SESSION
         return BatchingMode.PER_DEVICE if self.send_as_batch else BatchingMode.PER_EVENT
+
+
+@dataclass(frozen=True, slots=True)
+class BucketAccess:
+    """Where a connection's bucket is and how to reach it. Holds secrets: never logged (Secret)
+    and never sent to another process."""
+
+    connection: str
+    destination: Destination
+    bucket: str
+    local_path: Path | None
+    region: str
+    access_key_id: Secret | None
+    secret_access_key: Secret | None
+    role_arn: str | None
+    external_id: Secret | None
+    role_session_name: str
+    endpoint_url: str | None
+    force_path_style: bool
+
+    def __post_init__(self) -> None:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError(
+                f"connection {self.connection!r}: set both access_key_id and "
+                "secret_access_key (user-based), or neither (role-based)"
+            )
+        if self.destination is Destination.S3 and not self.bucket:
+            raise ValueError(f"connection {self.connection!r}: s3_bucket_name is required")
+
+    @property
+    def role_based(self) -> bool:
+        return self.access_key_id is None
+
+
+_KMS = frozenset({Encryption.KMS, Encryption.KMS_DSSE})
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectOptions:
+    """How each object of a connection is written: encryption, class, tags, ACL."""
+
+    encryption: Encryption
+    kms_key_id: str | None
+    storage_class: str | None
+    tags: Mapping[str, str]
+    conditional_writes: bool
+    canned_acl: str | None
+
+    def __post_init__(self) -> None:
+        if self.kms_key_id and self.encryption not in _KMS:
+            raise ValueError(
+                f"sse_kms_key_id needs server_side_encryption_method aws:kms or aws:kms:dsse, "
+                f"not {self.encryption.value}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class FileSettings:
+    """A connection's file-building rules: event filters, the outbound form, the key layout.
+
+    The same names as ``ConnectionSettings``, so filters and file building read either."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "name",
+        "send_lifecycle_events",
+        "send_screen_views",
+        "send_crash_events",
+        "send_network_performance_events",
+        "send_custom_events",
+        "send_push_registrations_and_receipts",
+        "send_profile_change_events",
+        "send_commerce_events",
+        "include_user_attribute_change_events",
+        "include_user_identity_change_events",
+        "include_location_information",
+        "include_event_batch_location",
+        "include_user_identities",
+        "include_consent_state",
+        "include_metadata",
+        "send_batches_without_events",
+        "include_mp_deviceid",
+        "metadata_field_exclusion",
+        "send_alias_requests",
+        "raw_data_feed",
+        "unique_id",
+        "folder_name",
+        "store_data_in_folders_by_date",
+        "use_compression",
+    )
+
+    name: str
+    send_lifecycle_events: bool
+    send_screen_views: bool
+    send_crash_events: bool
+    send_network_performance_events: bool
+    send_custom_events: bool
+    send_push_registrations_and_receipts: bool
+    send_profile_change_events: bool
+    send_commerce_events: bool
+    include_user_attribute_change_events: bool
+    include_user_identity_change_events: bool
+    include_location_information: bool
+    include_event_batch_location: bool
+    include_user_identities: bool
+    include_consent_state: bool
+    include_metadata: bool
+    send_batches_without_events: bool
+    include_mp_deviceid: bool
+    metadata_field_exclusion: tuple[MetadataField, ...]
+    send_alias_requests: bool
+    raw_data_feed: bool
+    unique_id: str | None
+    folder_name: str
+    store_data_in_folders_by_date: DateFolders
+    use_compression: bool
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.metadata_field_exclusion if not isinstance(f, MetadataField)]
+        if bad:
+            raise ValueError(f"metadata_field_exclusion: unknown fields {bad!r}")
+
+
+BuildRules = ConnectionSettings | FileSettings
+"""What filters and file building read: a connection's settings or their file slice."""
 
 
 MAX_JSON_DEPTH = 200

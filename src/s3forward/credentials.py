@@ -26,7 +26,7 @@ import botocore.session
 from botocore.config import Config as BotocoreConfig
 from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
 
-from s3forward.config import ConnectionSettings
+from s3forward.config import BucketAccess
 
 if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
@@ -38,7 +38,7 @@ Refresher = Callable[[], dict[str, str]]
 
 
 def build_session(
-    settings: ConnectionSettings,
+    access: BucketAccess,
     *,
     base_session: boto3.Session | None = None,
     role_duration: int = DEFAULT_ROLE_DURATION,
@@ -48,17 +48,17 @@ def build_session(
     ``base_session`` is where role-based mode finds the credentials that call AssumeRole (the
     default provider chain when None). ``role_duration`` is the assumed role's session length.
     """
-    region = settings.aws_region_endpoint
-    if settings.access_key_id is not None and settings.secret_access_key is not None:
+    region = access.region
+    if access.access_key_id is not None and access.secret_access_key is not None:
         return boto3.Session(
-            aws_access_key_id=settings.access_key_id.reveal(),
-            aws_secret_access_key=settings.secret_access_key.reveal(),
+            aws_access_key_id=access.access_key_id.reveal(),
+            aws_secret_access_key=access.secret_access_key.reveal(),
             region_name=region,
         )
     base = base_session or boto3.Session(region_name=region)
-    if not settings.role_arn:
+    if not access.role_arn:
         return base
-    refresher = assume_role_refresher(settings, base, duration=role_duration)
+    refresher = assume_role_refresher(access, base, duration=role_duration)
     core = botocore.session.Session()
     resolver = core.get_component("credential_provider")
     # First in the chain, so ambient credentials (env, instance role) never sign S3 requests.
@@ -67,36 +67,36 @@ def build_session(
 
 
 def sts_client(
-    settings: ConnectionSettings, session: boto3.Session, *, config: BotocoreConfig | None = None
+    access: BucketAccess, session: boto3.Session, *, config: BotocoreConfig | None = None
 ) -> STSClient:
     """An STS client for ``session`` on the connection's endpoint (or the regional one)."""
-    region = settings.aws_region_endpoint
-    endpoint = settings.endpoint_url or f"https://sts.{region}.amazonaws.com"
+    region = access.region
+    endpoint = access.endpoint_url or f"https://sts.{region}.amazonaws.com"
     return session.client("sts", region_name=region, endpoint_url=endpoint, config=config)
 
 
 def assume_role_refresher(
-    settings: ConnectionSettings, base: boto3.Session, *, duration: int = DEFAULT_ROLE_DURATION
+    access: BucketAccess, base: boto3.Session, *, duration: int = DEFAULT_ROLE_DURATION
 ) -> Refresher:
-    """A function that assumes ``settings.role_arn`` and returns botocore's credential dict.
+    """A function that assumes ``access.role_arn`` and returns botocore's credential dict.
 
     The STS client is built once, lazily, and reused by every refresh.
     """
-    if not settings.role_arn:
-        raise ValueError(f"connection {settings.name!r} has no role_arn to assume")
-    role_arn = settings.role_arn
+    if not access.role_arn:
+        raise ValueError(f"connection {access.connection!r} has no role_arn to assume")
+    role_arn = access.role_arn
     client: list[STSClient] = []
 
     def refresh() -> dict[str, str]:
         if not client:
-            client.append(sts_client(settings, base))
+            client.append(sts_client(access, base))
         kwargs: dict[str, Any] = {
             "RoleArn": role_arn,
-            "RoleSessionName": settings.role_session_name,
+            "RoleSessionName": access.role_session_name,
             "DurationSeconds": duration,
         }
-        if settings.external_id is not None:
-            kwargs["ExternalId"] = settings.external_id.reveal()
+        if access.external_id is not None:
+            kwargs["ExternalId"] = access.external_id.reveal()
         answer = client[0].assume_role(**kwargs)["Credentials"]
         return {
             "access_key": answer["AccessKeyId"],

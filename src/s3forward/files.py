@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from s3forward.config import ConnectionSettings
+from s3forward.config import BuildRules
 from s3forward.filters import apply_filters
 from s3forward.layout import EncodedObject, encode_ndjson, encode_object, object_key
 from s3forward.mparticle import alias_outbound, first_event_time_ms, is_alias_request, to_outbound
@@ -71,7 +71,7 @@ MESSAGE_ID_NAMESPACE = uuid.UUID("5f0e8d6c-3b1a-5c49-9a57-7d1f2b8e4a60")
 
 
 def build_records(
-    items: Iterable[FileItem], settings: ConnectionSettings
+    items: Iterable[FileItem], settings: BuildRules
 ) -> tuple[list[dict[str, Any]], int, int | None, Counter[str]]:
     """Filter and convert each item. Returns (records, events kept, first event ms, filtered)."""
     records: list[dict[str, Any]] = []
@@ -118,7 +118,7 @@ def build_records(
 
 
 def choose_key(
-    settings: ConnectionSettings,
+    settings: BuildRules,
     *,
     app_name: str,
     sealed_at: float,
@@ -141,7 +141,7 @@ def choose_key(
 
 def build_file(
     items: list[FileItem],
-    settings: ConnectionSettings,
+    settings: BuildRules,
     *,
     app_name: str,
     sealed_at: float,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from s3forward.config import ConnectionSettings, MetadataField
+from s3forward.config import BuildRules, MetadataField
 
 # event_type -> the connection setting that must be on for it to be sent. Types not listed
 # (opt_out, breadcrumb, uninstall, pre_attribution) always pass.
@@ -40,7 +40,7 @@ _SETTING_EVENT_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 
-def blocked_event_types(settings: ConnectionSettings) -> frozenset[str]:
+def blocked_event_types(settings: BuildRules) -> frozenset[str]:
     """The event types this connection drops."""
     blocked: list[str] = []
     for name, event_types in _SETTING_EVENT_TYPES.items():
@@ -49,7 +49,7 @@ def blocked_event_types(settings: ConnectionSettings) -> frozenset[str]:
     return frozenset(blocked)
 
 
-def apply_filters(batch: dict[str, Any], settings: ConnectionSettings) -> dict[str, Any]:
+def apply_filters(batch: dict[str, Any], settings: BuildRules) -> dict[str, Any]:
     """Return ``batch`` as this connection forwards it. The input is never mutated.
 
     A batch whose events are all filtered out is still returned, with ``"events": []``.
@@ -87,7 +87,7 @@ def _exclude_metadata_fields(out: dict[str, Any], excluded: tuple[MetadataField,
         out["device_info"] = {k: v for k, v in device_info.items() if k != "device"}
 
 
-def _filter_events(events: list[Any], settings: ConnectionSettings) -> list[Any]:
+def _filter_events(events: list[Any], settings: BuildRules) -> list[Any]:
     blocked = blocked_event_types(settings)
     kept = [e for e in events if type(e) is not dict or e.get("event_type") not in blocked]
     if not settings.include_location_information:
@@ -104,9 +104,7 @@ def _without_event_location(event: Any) -> Any:
     return {**event, "data": data}
 
 
-def _apply_batch_location(
-    out: dict[str, Any], events: list[Any], settings: ConnectionSettings
-) -> None:
+def _apply_batch_location(out: dict[str, Any], events: list[Any], settings: BuildRules) -> None:
     """Remove ``context.location`` (setting off) or fill it from the events (setting on).
 
     The location is taken from the inbound events, before event filters, since it describes

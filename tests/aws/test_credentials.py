@@ -44,7 +44,7 @@ def _base(moto_server: str) -> tuple[boto3.Session, list[dict[str, Any]]]:
 def test_user_keys_sign_requests_and_never_show(s3_connection: MakeSettings) -> None:
     """User-based keys are the session's credentials; the settings' repr hides the secret."""
     settings = s3_connection("mp-forwarding-x", secret_access_key=Secret("s3cr3t-value"))
-    creds = build_session(settings).get_credentials()
+    creds = build_session(settings.access).get_credentials()
     assert creds is not None and creds.get_frozen_credentials().secret_key == "s3cr3t-value"
     assert "s3cr3t-value" not in repr(settings)
 
@@ -63,7 +63,7 @@ def test_role_is_assumed_with_external_id_and_session_name(
         role_session_name="fwd-test",
     )
     base, seen = _base(moto_server)
-    session = build_session(settings, base_session=base)
+    session = build_session(settings.access, base_session=base)
     sts = session.client("sts", endpoint_url=moto_server)
     assert sts.get_caller_identity()["Arn"].endswith(":assumed-role/w/fwd-test")
     assert seen == [
@@ -88,7 +88,7 @@ def test_role_credentials_are_refreshed_before_they_expire(
     )
     base, seen = _base(moto_server)
     # 900 s is inside botocore's 15-minute advisory window: every use asks for a refresh.
-    creds = build_session(settings, base_session=base, role_duration=900).get_credentials()
+    creds = build_session(settings.access, base_session=base, role_duration=900).get_credentials()
     assert creds is not None
     first = creds.get_frozen_credentials().access_key
     second = creds.get_frozen_credentials().access_key

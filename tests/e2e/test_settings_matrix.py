@@ -576,7 +576,7 @@ def test_aws_region_endpoint_writes_to_a_bucket_in_that_region(
     assert len(harness.landed(eu_bucket)) == 1
     assert s3_client.get_bucket_location(Bucket=eu_bucket)["LocationConstraint"] == "eu-west-1"
     settings = load_config(config, env={SECRET_ENV: "testing"}).connections["x"]
-    client = build_client(settings)
+    client = build_client(settings.access)
     try:
         assert client.meta.region_name == "eu-west-1"
     finally:
@@ -587,7 +587,7 @@ def test_region_defaults_to_us_east_1(harness: Harness) -> None:
     """Without aws_region_endpoint the client signs for us-east-1, the seed's default."""
     config = harness.config()
     settings = load_config(config, env={SECRET_ENV: "testing"}).connections["x"]
-    client = build_client(settings)
+    client = build_client(settings.access)
     try:
         assert client.meta.region_name == "us-east-1"
     finally:

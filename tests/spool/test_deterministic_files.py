@@ -82,7 +82,7 @@ def job(cfg: Config, window: StoredWindow) -> BuildJob:
     assert window.sealed_at is not None and window.digits is not None
     return BuildJob(
         window.window_id,
-        cfg.connections["c"].without_secrets(),
+        cfg.connections["c"].file_settings,
         "App",
         window.sealed_at,
         window.digits,

@@ -134,7 +134,7 @@ class BuildLoop:
             assert window.sealed_at is not None
             job = BuildJob(
                 window_id=window.window_id,
-                settings=settings.without_secrets(),
+                settings=settings.file_settings,
                 app_name=app.app_name if app is not None else window.input,
                 sealed_at=window.sealed_at,
                 digits=window.digits if window.digits is not None else 0,

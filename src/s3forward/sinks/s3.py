@@ -36,7 +36,7 @@ from botocore.exceptions import (
 )
 
 from s3forward import __version__
-from s3forward.config import ConnectionSettings, Encryption
+from s3forward.config import BucketAccess, ConnectionSettings, Encryption, ObjectOptions
 from s3forward.credentials import build_session, sts_client
 from s3forward.errors import KeyTakenError, PermanentSinkError, SinkError, TransientSinkError
 from s3forward.layout import EncodedObject
@@ -122,44 +122,44 @@ _STATUS_CODES = {301: "PermanentRedirect", 403: "AccessDenied", 404: "NoSuchKey"
 
 
 def build_client(
-    settings: ConnectionSettings,
+    access: BucketAccess,
     *,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     connect_timeout: float = CONNECT_TIMEOUT,
     read_timeout: float = READ_TIMEOUT,
 ) -> S3Client:
-    """An S3 client with bounded timeouts and few retries, for ``settings``."""
+    """An S3 client with bounded timeouts and few retries, for the connection's bucket."""
     config = _client_config(
-        settings,
+        access,
         max_attempts=max_attempts,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
-    return build_session(settings).client("s3", endpoint_url=settings.endpoint_url, config=config)
+    return build_session(access).client("s3", endpoint_url=access.endpoint_url, config=config)
 
 
 def _client_config(
-    settings: ConnectionSettings,
+    access: BucketAccess,
     *,
     max_attempts: int,
     connect_timeout: float = CONNECT_TIMEOUT,
     read_timeout: float = READ_TIMEOUT,
 ) -> BotocoreConfig:
     return BotocoreConfig(
-        region_name=settings.aws_region_endpoint,
+        region_name=access.region,
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=MAX_POOL_CONNECTIONS,
         user_agent_extra=f"s3forward/{__version__}",
-        s3={"addressing_style": "path"} if settings.force_path_style else None,
+        s3={"addressing_style": "path"} if access.force_path_style else None,
     )
 
 
-def put_object_args(settings: ConnectionSettings, obj: EncodedObject) -> dict[str, Any]:
-    """The PutObject parameters for ``obj`` under ``settings`` (without the body's checks)."""
+def put_object_args(bucket: str, options: ObjectOptions, obj: EncodedObject) -> dict[str, Any]:
+    """The PutObject parameters for ``obj`` in ``bucket`` with ``options``."""
     args: dict[str, Any] = {
-        "Bucket": settings.s3_bucket_name,
+        "Bucket": bucket,
         "Key": obj.key,
         "Body": obj.body,
         "ContentType": obj.content_type,
@@ -167,23 +167,26 @@ def put_object_args(settings: ConnectionSettings, obj: EncodedObject) -> dict[st
     }
     if obj.content_encoding:
         args["ContentEncoding"] = obj.content_encoding
-    if settings.server_side_encryption_method is not Encryption.NONE:
-        args["ServerSideEncryption"] = settings.server_side_encryption_method.value
-        if settings.sse_kms_key_id:
-            args["SSEKMSKeyId"] = settings.sse_kms_key_id
-    if settings.canned_acl:
-        args["ACL"] = settings.canned_acl
-    if settings.storage_class:
-        args["StorageClass"] = settings.storage_class
-    if settings.object_tags:
-        args["Tagging"] = urlencode(dict(settings.object_tags))
-    if settings.conditional_writes:
+    if options.encryption is not Encryption.NONE:
+        args["ServerSideEncryption"] = options.encryption.value
+        if options.kms_key_id:
+            args["SSEKMSKeyId"] = options.kms_key_id
+    if options.canned_acl:
+        args["ACL"] = options.canned_acl
+    if options.storage_class:
+        args["StorageClass"] = options.storage_class
+    if options.tags:
+        args["Tagging"] = urlencode(dict(options.tags))
+    if options.conditional_writes:
         args["IfNoneMatch"] = "*"
     return args
 
 
 class S3Sink:
-    """Writes objects to ``settings.s3_bucket_name``. See the module docstring for overwrites."""
+    """Writes objects to a connection's bucket. See the module docstring for overwrites.
+
+    Keeps only its two slices of the connection's settings: ``BucketAccess`` (where and how)
+    and ``ObjectOptions`` (how each object is written)."""
 
     def __init__(
         self,
@@ -195,10 +198,11 @@ class S3Sink:
         read_timeout: float = READ_TIMEOUT,
     ) -> None:
         self.name = settings.name
-        self._settings = settings
+        self._access = settings.access
+        self._objects = settings.objects
         self._owns_client = client is None
         self._client = client or build_client(
-            settings,
+            self._access,
             max_attempts=max_attempts,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -206,12 +210,12 @@ class S3Sink:
 
     def write(self, obj: EncodedObject) -> WriteOutcome:
         """See ``Sink.write``."""
-        if not self._settings.conditional_writes:
+        if not self._objects.conditional_writes:
             existing = self._existing_outcome(obj, forbidden_means_present=False)
             if existing is not None:
                 return existing
         try:
-            self._client.put_object(**put_object_args(self._settings, obj))
+            self._client.put_object(**put_object_args(self._access.bucket, self._objects, obj))
         except ClientError as exc:
             if _status(exc) != 412 and _code(exc) != "PreconditionFailed":
                 raise self._translate(exc) from exc
@@ -222,7 +226,7 @@ class S3Sink:
         outcome = self._existing_outcome(obj, forbidden_means_present=True)
         if outcome is None:  # deleted between our PUT and HEAD: the next attempt will PUT
             raise TransientSinkError(
-                f"object {obj.key!r} in bucket {self._settings.s3_bucket_name} existed, then "
+                f"object {obj.key!r} in bucket {self._access.bucket} existed, then "
                 "vanished; retrying",
                 code="KeyVanished",
             )
@@ -238,7 +242,7 @@ class S3Sink:
     ) -> WriteOutcome | None:
         """What the object already under ``obj.key`` means: None when there is none."""
         try:
-            head = self._client.head_object(Bucket=self._settings.s3_bucket_name, Key=obj.key)
+            head = self._client.head_object(Bucket=self._access.bucket, Key=obj.key)
         except ClientError as exc:
             status = _status(exc)
             if status == 404:
@@ -254,9 +258,7 @@ class S3Sink:
         raise KeyTakenError(obj.key)
 
     def _translate(self, exc: Exception) -> SinkError:
-        return _translate(
-            exc, bucket=self._settings.s3_bucket_name, region=self._settings.aws_region_endpoint
-        )
+        return _translate(exc, bucket=self._access.bucket, region=self._access.region)
 
 
 def _code(exc: ClientError) -> str:
@@ -370,13 +372,14 @@ class S3Probe:
     """The calls `s3forward check` makes, with the connection's own session and endpoint."""
 
     def __init__(self, settings: ConnectionSettings, *, max_attempts: int = 2) -> None:
-        self._settings = settings
-        self._session = build_session(settings)
-        config = _client_config(settings, max_attempts=max_attempts)
+        self._access = settings.access
+        self._objects = settings.objects
+        self._session = build_session(self._access)
+        config = _client_config(self._access, max_attempts=max_attempts)
         self._s3: S3Client = self._session.client(
-            "s3", endpoint_url=settings.endpoint_url, config=config
+            "s3", endpoint_url=self._access.endpoint_url, config=config
         )
-        self._sts: STSClient = sts_client(settings, self._session, config=config)
+        self._sts: STSClient = sts_client(self._access, self._session, config=config)
 
     def close(self) -> None:
         self._s3.close()
@@ -395,19 +398,19 @@ class S3Probe:
         """GetBucketLocation: ``value`` is the bucket's region, normalised."""
 
         def call() -> str:
-            answer = self._s3.get_bucket_location(Bucket=self._settings.s3_bucket_name)
+            answer = self._s3.get_bucket_location(Bucket=self._access.bucket)
             return normalize_location(answer.get("LocationConstraint"))
 
         return _probe(call)
 
     def list_bucket(self, prefix: str) -> ProbeResult:
         """ListObjectsV2 for at most one key under ``prefix``."""
-        bucket = self._settings.s3_bucket_name
+        bucket = self._access.bucket
         return _probe(lambda: self._s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1))
 
     def put(self, obj: EncodedObject, *, with_acl: bool = True) -> ProbeResult:
         """PutObject exactly as ``S3Sink.write`` sends it (optionally without the ACL)."""
-        args = put_object_args(self._settings, obj)
+        args = put_object_args(self._access.bucket, self._objects, obj)
         if not with_acl:
             args.pop("ACL", None)
         return _probe(lambda: self._s3.put_object(**args))
