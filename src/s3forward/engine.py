@@ -81,11 +81,17 @@ class Engine:
         self.upkeep = SpoolUpkeep(config.spool)
         participants += [self.ingest, self.book, self.upkeep]
         self.ledger = DeliveryLedger(spool, self.writer)
+        self._committed_config = config
 
     # ---------------------------------------------------------------- lifecycle
 
     def load(self) -> None:
-        """Read the windows and the spool's size from the spool; all or nothing."""
+        """Read the windows and the spool's size from the spool; all or nothing.
+
+        Also after a failed commit: every part goes back to the last committed config, so a
+        reload whose switch did not commit leaves nothing of itself behind.
+        """
+        self._use_config(self._committed_config)
         windows = self.spool.open_windows() + self.spool.sealed_windows(limit=2**62)
         unbuilt = sum(w.bytes for w in windows)
         footprint = self.spool.footprint_bytes()
@@ -138,13 +144,17 @@ class Engine:
             changes = self.book.switch(config, self.spool)
             for name in changes.changed:
                 txn.retry_now(name, now)
-            self.config = self.ingest.config = self.builds.config = config
-            self.upkeep.settings = config.spool
+            self._use_config(config)
+            self.writer.after_commit(lambda: setattr(self, "_committed_config", config))
             self.writer.after_commit(self.builds.wake)  # an added connection's sealed windows
             return changes
 
         changes: ConfigChanges = self.writer.run(apply)
         return changes
+
+    def _use_config(self, config: Config) -> None:
+        self.config = self.ingest.config = self.builds.config = self.book.config = config
+        self.upkeep.settings = config.spool
 
     # ---------------------------------------------------------------- Intake
 

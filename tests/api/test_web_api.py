@@ -395,23 +395,36 @@ def test_modify_is_acknowledged_with_the_same_mpid(start_web: Any) -> None:
     "path", [f"/v1/identity/{KEY}/Alias", f"/webevents/v1/identity/{KEY}/Alias"]
 )
 def test_alias_is_answered_202_and_handed_to_the_pipeline(start_web: Any, path: str) -> None:
+    """The alias request's own fields reach the pipeline (not the public key, nor anything a
+    caller adds); a malformed one is 422, which the SDK drops instead of retrying forever."""
     client, intake, _, aliases = start_web()
     alias = {
         "request_id": "r1",
         "request_type": "alias",
         "environment": "production",
         "api_key": KEY,
-        "data": {"destination_mpid": "5", "source_mpid": "-6", "scope": "device"},
+        "extra": "x" * 100,
+        "data": {"destination_mpid": "5", "source_mpid": "-6", "scope": "device", "evil": 1},
     }
     status, headers, body = client.request(
         "POST", path, alias, headers={"Content-Type": "application/json"}
     )
     assert (status, body) == (202, {})
     assert headers["access-control-allow-origin"] == ORIGIN
-    assert aliases == [("site", alias)]
+    assert aliases == [
+        (
+            "site",
+            {
+                "request_type": "alias",
+                "request_id": "r1",
+                "environment": "production",
+                "data": {"source_mpid": "-6", "destination_mpid": "5", "scope": "device"},
+            },
+        )
+    ]
     assert intake.batches == []
     status, _, body = client.request("POST", path, {"data": {"source_mpid": "x"}})
-    assert status == 400
+    assert status == 422
     assert len(aliases) == 1
 
 

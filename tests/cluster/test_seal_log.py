@@ -4,6 +4,7 @@ takeover, and a key held by a foreign object gets new digits through a fenced re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,39 @@ def test_a_foreign_object_on_the_key_gets_new_digits_through_a_fenced_record(
             reader = _PartitionRunner(worker, 1)
             (record,) = await reader._read_seal_log()
             assert record.key == sink.written[0]
+        finally:
+            assert worker._nc is not None
+            await worker._nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_recorded_window_rebuilt_with_other_bytes_keeps_its_earlier_object(
+    tmp_path: Path, nats_cluster: NatsCluster, cluster_name: str
+) -> None:
+    """After a takeover under changed settings the rebuilt bytes differ from the recorded
+    ones: the object on the recorded key is the window's own earlier write, so nothing is
+    written again and no new digits are recorded (no second copy)."""
+    config = _config(tmp_path, nats_cluster, cluster_name)
+    sink = TakenOnceSink()
+
+    async def scenario() -> None:
+        await init_cluster(config)
+        worker = await _worker(config, "w", sink)
+        try:
+            runner = _PartitionRunner(worker, 1)
+            await runner._read_seal_log()
+            await runner._append({"type": "takeover", "low": 1})
+            replay = PartitionReplay(config, prefix=cluster_name, partition=1, start=1)
+            body = orjson.dumps({"device_info": {"android_uuid": "d"}, "events": []})
+            replay.feed(LogEntry(1, 1_700_000_000.0, "app", body, 1, 1))
+            (sealed,) = replay.feed(LogEntry(2, 1_700_000_100.0, None))
+            await runner._append({**sealed.record.to_json(), "low": 1})
+            earlier = dataclasses.replace(sealed.record, sha256="sha-of-the-first-build")
+            await runner._write(dataclasses.replace(sealed, record=earlier, recorded=True))
+            assert sink.written == [], "the earlier object is kept, not written twice"
+            (record,) = await _PartitionRunner(worker, 1)._read_seal_log()
+            assert record.key == sealed.record.key, "no rekey record"
         finally:
             assert worker._nc is not None
             await worker._nc.close()

@@ -328,10 +328,14 @@ class WebApi:
         return json_response(200, modify_answer(mpid, body))
 
     async def _alias(self, request: WebRequest, web: _WebInput) -> Response:
+        """The SDK's alias call, under the web input's limits like an upload: per device, the
+        hourly quota; only the alias request's own fields are kept (the key is public, so
+        nothing else a caller adds reaches the bucket). A malformed one is 422: the SDK
+        would retry a 400 forever."""
         body = await self._json_body(request, _IDENTITY_BODY_BYTES)
         data = body.get("data") if type(body) is dict else None
         if type(data) is not dict:
-            raise BatchValidationError(
+            raise UnacceptableBatch(
                 [Problem("data", "expected an object with source_mpid and destination_mpid")]
             )
         problems = [
@@ -340,9 +344,35 @@ class WebApi:
             if as_int64(data.get(field)) is None
         ]
         if problems:
-            raise BatchValidationError(problems)
-        await self._on_alias(web.name, body)
+            raise UnacceptableBatch(problems)
+        stamp = data.get("device_application_stamp")
+        if type(stamp) is str and stamp:
+            self._limit(web.per_device, stamp, "this device", "per_device")
+        alias = {k: body[k] for k in _ALIAS_FIELDS if k in body}
+        alias["data"] = {k: data[k] for k in _ALIAS_DATA_FIELDS if k in data}
+        wait = web.quota.take(1, len(orjson.dumps(alias)), self._wall())
+        if wait > 0:
+            seconds = retry_after_seconds(wait)
+            raise QuotaExceeded(
+                f"the hourly quota of this web input is used up; retry after {seconds} seconds",
+                retry_after=seconds,
+            )
+        try:
+            await self._on_alias(web.name, alias)
+        except InputError as exc:
+            raise UnacceptableBatch(exc.problems) from None
         return Response(202, ACCEPTED_BODY)
+
+
+_ALIAS_FIELDS = ("request_type", "request_id", "environment")
+_ALIAS_DATA_FIELDS = (
+    "source_mpid",
+    "destination_mpid",
+    "start_unixtime_ms",
+    "end_unixtime_ms",
+    "scope",
+    "device_application_stamp",
+)
 
 
 def _origin_message(origin: bytes | None) -> str:

@@ -465,18 +465,28 @@ class _PartitionRunner:
             try:
                 outcome = await asyncio.to_thread(sink.write, obj)
             except KeyTakenError:
-                new_key = with_new_digits(obj.key, self.rng)
-                await self._append(
-                    {
-                        "type": "rekey",
-                        "connection": sealed.record.connection,
-                        "window": sealed.record.window_id,
-                        "key": new_key,
-                    }
-                )
-                log.warning("object key taken; new digits", key=obj.key, new_key=new_key)
-                obj = dataclasses.replace(obj, key=new_key)
-                continue
+                if sealed.recorded and obj.sha256 != sealed.record.sha256:
+                    # Rebuilt after a takeover under changed settings: its bytes differ from
+                    # those the seal recorded, so the object on the recorded key is this
+                    # window's own earlier write, not a foreign one. Never write it twice.
+                    log.warning(
+                        "a recorded window rebuilt with other bytes found its object; kept",
+                        key=obj.key,
+                    )
+                    outcome = WriteOutcome.ALREADY_PRESENT
+                else:
+                    new_key = with_new_digits(obj.key, self.rng)
+                    await self._append(
+                        {
+                            "type": "rekey",
+                            "connection": sealed.record.connection,
+                            "window": sealed.record.window_id,
+                            "key": new_key,
+                        }
+                    )
+                    log.warning("object key taken; new digits", key=obj.key, new_key=new_key)
+                    obj = dataclasses.replace(obj, key=new_key)
+                    continue
             except SinkError as exc:
                 if isinstance(exc, PermanentSinkError):
                     delay = delivery.permanent_retry_interval

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from s3forward.config import BatchingMode, Config
-from s3forward.errors import SpoolFullError, StoppingError
+from s3forward.errors import PayloadTooLargeError, Problem, SpoolFullError, StoppingError
 from s3forward.intake import SubmitResult
 from s3forward.mparticle import batch_id_for, ends_session, split_by_session
 from s3forward.mparticle.parse import ValidatedBatches
@@ -156,6 +156,18 @@ class Ingest:
             for body, event_sizes in zip(op.bodies, sizes, strict=True)
         )
         cap = self.config.spool.max_bytes
+        if incoming > cap * READY_FRACTION:
+            # Even an empty spool could not take it: retrying later would never help.
+            raise PayloadTooLargeError(
+                [
+                    Problem(
+                        "body",
+                        f"this request needs about {incoming} bytes of spool (its batches and "
+                        f"the files they become), more than the {cap}-byte spool.max_bytes "
+                        "allows; send smaller requests or raise spool.max_bytes",
+                    )
+                ]
+            )
         if self.usage.bytes + incoming > cap:
             self._refused_bytes = incoming
             raise SpoolFullError(

@@ -36,7 +36,7 @@ from s3forward.spool.base import (
 
 SCHEMA_VERSION = 1
 """1: windows record their key digits at seal time; a meta table holds the owner's fence, the
-next position and the largest window id, so neither is ever handed out twice."""
+next position, the next file id and the largest window id, so none is ever handed out twice."""
 
 _SCHEMA_V0 = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -117,6 +117,9 @@ def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
     conn.execute(
         "INSERT INTO meta (name, value) SELECT 'max_window_id', COALESCE(MAX(m), 0) FROM "
         "(SELECT MAX(id) AS m FROM windows UNION ALL SELECT MAX(window_id) FROM files)"
+    )
+    conn.execute(
+        "INSERT INTO meta (name, value) SELECT 'next_file_id', COALESCE(MAX(id), 0) + 1 FROM files"
     )
 
 
@@ -482,12 +485,17 @@ class _Transaction:
         ).fetchone()
         if exists is not None:
             raise ValueError(f"window {file.window_id} already has its file")
-        cur = self._conn.execute(
-            "INSERT INTO files (connection, window_id, key, body, sha256, content_type, "
+        file_id = int(
+            self._conn.execute("SELECT value FROM meta WHERE name = 'next_file_id'").fetchone()[0]
+        )
+        self._conn.execute("UPDATE meta SET value = ? WHERE name = 'next_file_id'", (file_id + 1,))
+        self._conn.execute(
+            "INSERT INTO files (id, connection, window_id, key, body, sha256, content_type, "
             "content_encoding, raw_bytes, stored_bytes, batches, events, sealed_at, "
             "first_received_ms, state, attempts, next_attempt_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
             (
+                file_id,
                 file.connection,
                 file.window_id,
                 file.key,
@@ -504,8 +512,7 @@ class _Transaction:
                 FileState.PENDING,
             ),
         )
-        assert cur.lastrowid is not None
-        return cur.lastrowid, self._release_window(file.window_id)
+        return file_id, self._release_window(file.window_id)
 
     def _release_window(self, window_id: int) -> int:
         conn = self._conn

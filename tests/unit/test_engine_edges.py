@@ -1,0 +1,90 @@
+"""Edges of the engine found in review: a reload that does not commit, a request too big to
+ever fit the spool. In process, over MemorySpool."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from s3forward.clock import ManualClock
+from s3forward.config import (
+    Config,
+    ConnectionSettings,
+    DateFolders,
+    Destination,
+    InputSettings,
+    Secret,
+    SpoolSettings,
+)
+from s3forward.engine import Engine
+from s3forward.errors import PayloadTooLargeError, SpoolUnavailableError
+from s3forward.metrics import Metrics
+from s3forward.spool.memory import MemorySpool
+
+
+def config(tmp_path: Path, *names: str, max_bytes: int = 64 * 1024 * 1024) -> Config:
+    connections = {
+        name: ConnectionSettings(
+            name=name,
+            inputs=("app",),
+            s3_bucket_name="",
+            destination=Destination.LOCALDIR,
+            local_path=tmp_path / name,
+            store_data_in_folders_by_date=DateFolders.NONE,
+        )
+        for name in names
+    }
+    return Config(
+        inputs={"app": InputSettings("app", "k", Secret("s"), "App")},
+        connections=connections,
+        spool=SpoolSettings(path=tmp_path / "unused.db", max_bytes=max_bytes),
+    )
+
+
+def batch(device: str, pad: int = 0) -> dict[str, object]:
+    return {
+        "device_info": {"android_uuid": device},
+        "user_attributes": {"pad": "x" * pad},
+        "events": [{"event_type": "custom_event", "data": {"event_name": "e"}}],
+    }
+
+
+def test_a_reload_whose_switch_does_not_commit_leaves_the_old_config_everywhere(
+    tmp_path: Path,
+) -> None:
+    """The switch fails with its commit: the caller hears so, and every part of the engine
+    still runs the old config (no windows of the connection that was to be added)."""
+    old = config(tmp_path, "local")
+    spool = MemorySpool()
+    engine = Engine(old, spool, Metrics(), clock=ManualClock(), rng=random.Random(1))
+    engine.start()
+    try:
+        spool.fail_next_commit = OSError("disk full")
+        with pytest.raises(SpoolUnavailableError):
+            engine.apply_config(config(tmp_path, "local", "other"))
+        assert engine.config is old and engine.ingest.config is old
+        assert engine.builds.config is old and engine.book.config is old
+        engine.submit_sync("app", [batch("d1")], received_at=1.0)
+        assert engine.open_window_counts() == {"local": 1}
+        assert [w.connection for w in spool.open_windows()] == ["local"]
+    finally:
+        engine.close()
+
+
+def test_a_request_that_could_never_fit_the_spool_is_413_and_readiness_stays_green(
+    tmp_path: Path,
+) -> None:
+    """Retrying a request bigger than the whole cap would never help: 413, not 429."""
+    spool = MemorySpool()
+    cfg = config(tmp_path, "a", "b", "c", "d", max_bytes=1024 * 1024)
+    engine = Engine(cfg, spool, Metrics(), clock=ManualClock(), rng=random.Random(1))
+    engine.start()
+    try:
+        with pytest.raises(PayloadTooLargeError, match="more than the 1048576-byte"):
+            engine.submit_sync("app", [batch("d1", pad=250_000)], received_at=1.0)
+        assert engine.ready() == (True, "ok")
+        assert engine.submit_sync("app", [batch("d2")], received_at=1.0).stored == 1
+    finally:
+        engine.close()
