@@ -88,3 +88,22 @@ def test_a_request_that_could_never_fit_the_spool_is_413_and_readiness_stays_gre
         assert engine.submit_sync("app", [batch("d2")], received_at=1.0).stored == 1
     finally:
         engine.close()
+
+
+def test_a_retried_alias_request_is_stored_once(tmp_path: Path) -> None:
+    """An alias request's request_id dedups like a batch's source_request_id."""
+    spool = MemorySpool()
+    engine = Engine(config(tmp_path, "a"), spool, Metrics(), clock=ManualClock())
+    engine.start()
+    try:
+        alias = {
+            "request_type": "alias",
+            "request_id": "r-1",
+            "data": {"source_mpid": 1, "destination_mpid": 2},
+        }
+        first = engine.submit_sync("app", [dict(alias)], received_at=1.0)
+        again = engine.submit_sync("app", [dict(alias)], received_at=2.0)
+        assert (first.stored, again.stored, again.duplicates) == (1, 0, 1)
+        assert spool.counts().batches == 1
+    finally:
+        engine.close()

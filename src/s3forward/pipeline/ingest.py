@@ -19,7 +19,7 @@ import orjson
 from s3forward.config import BatchingMode, Config
 from s3forward.errors import PayloadTooLargeError, Problem, SpoolFullError, StoppingError
 from s3forward.intake import SubmitResult
-from s3forward.mparticle import batch_id_for, ends_session, split_by_session
+from s3forward.mparticle import batch_id_for, ends_session, is_alias_request, split_by_session
 from s3forward.mparticle.parse import ValidatedBatches
 from s3forward.pipeline.usage import SpoolUsage, on_disk
 from s3forward.pipeline.windowbook import ConnectionWindows, WindowBook
@@ -34,6 +34,19 @@ LINE_OVERHEAD = 320
 """Bytes the outbound form may add to a batch's line (message_id, message_type, schema_version,
 the receive time, a generated batch_id, the identity array form, unique_id), counted ahead so
 that the spool cap covers the files still to be built, not only the batches."""
+
+
+def _dedup_key(batch: dict[str, Any]) -> str | None:
+    """The id a client retry repeats: ``source_request_id``, or an alias request's
+    ``request_id`` (kept apart from batch ids by a prefix)."""
+    rid = batch.get("source_request_id")
+    if isinstance(rid, str) and rid:
+        return rid
+    if is_alias_request(batch):
+        alias_id = batch.get("request_id")
+        if isinstance(alias_id, str) and alias_id:
+            return f"alias\x1f{alias_id}"
+    return None
 
 
 class _IngestOp:
@@ -54,10 +67,7 @@ class _IngestOp:
         self.batches = batches
         self.bodies = bodies
         self.received_at = received_at
-        self.request_ids = [
-            rid if isinstance(rid := b.get("source_request_id"), str) and rid else None
-            for b in batches
-        ]
+        self.request_ids = [_dedup_key(b) for b in batches]
 
     def __call__(self, txn: SpoolTransaction, now: float) -> SubmitResult:
         return self.ingest._apply(self, txn, now)
