@@ -102,13 +102,15 @@ def _outbound_event(event: Any) -> Any:
         return event  # validation refuses this; never reached for accepted batches
     event_type = event.get("event_type")
     fields = _INT64_DATA_FIELDS.get(event_type, _COMMON_INT64_DATA_FIELDS)  # type: ignore[arg-type]
-    out = dict(data)
     # Issue 10: numeric strings are rare; finding none takes one pass in C, not a Python loop.
     if str in map(type, map(data.get, fields)):
-        _numbers_for_int64_strings(out, fields)
-    timestamp = out.get("timestamp_unixtime_ms")
-    if timestamp is not None and out.get("event_start_unixtime_ms") is None:
-        out["event_start_unixtime_ms"] = timestamp
+        data = dict(data)
+        _numbers_for_int64_strings(data, fields)
+    timestamp = data.get("timestamp_unixtime_ms")
+    if timestamp is not None and data.get("event_start_unixtime_ms") is None:
+        out = {**data, "event_start_unixtime_ms": timestamp}
+    else:
+        out = dict(data)
     return {**event, "data": out}
 
 
