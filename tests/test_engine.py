@@ -26,6 +26,7 @@ from s3forward.config import (
 from s3forward.engine import Engine
 from s3forward.errors import SpoolFullError, SpoolUnavailableError, StoppingError
 from s3forward.metrics import Metrics
+from s3forward.spool.codec import BodyCodec
 from s3forward.spool.sqlite import SqliteSpool
 
 
@@ -385,3 +386,22 @@ def test_the_spool_cap_bounds_batches_windows_and_built_files_within_5_percent(
         assert h.engine.spool_bytes <= cap
     finally:
         h.close()
+
+
+def test_ingest_stores_each_batch_compressed_and_files_hold_its_json(harness: Harness) -> None:
+    """Issue 10: the spool keeps a batch as a zlib stream (codec 1), well under its JSON size,
+    and the file built from it holds the batch as sent, numbers exact, unknown fields kept."""
+    sent = batch("d1", "a" * 2000, mpid=-9_223_372_036_854_775_808, custom_field={"x": [1.5]})
+    harness.submit(sent)
+    raw = sqlite3.connect(harness.config.spool.path)
+    try:
+        ((codec, stored),) = raw.execute("SELECT codec, LENGTH(body) FROM batches").fetchall()
+    finally:
+        raw.close()
+    assert codec == BodyCodec.ZLIB
+    assert stored < len(orjson.dumps(sent)) / 4
+    harness.tick(601)
+    ((line,),) = harness.files()
+    assert line["mpid"] == -9_223_372_036_854_775_808
+    assert line["custom_field"] == {"x": [1.5]}
+    assert names([line]) == ["a" * 2000]
