@@ -59,8 +59,7 @@ def to_outbound(
       profiles, so it never detects a consent change itself).
     """
     out = dict(batch)
-    if str in map(type, map(batch.get, _INT64_BATCH_FIELDS)):  # rare: skip the walk in C
-        _numbers_for_int64_strings(out, _INT64_BATCH_FIELDS)
+    _numbers_for_int64_strings(out, _INT64_BATCH_FIELDS)
     events = batch.get("events")
     out["events"] = [_outbound_event(e) for e in events] if type(events) is list else []
     if out.get("system_notifications") is None:
@@ -102,15 +101,14 @@ def _outbound_event(event: Any) -> Any:
         return event  # validation refuses this; never reached for accepted batches
     event_type = event.get("event_type")
     fields = _INT64_DATA_FIELDS.get(event_type, _COMMON_INT64_DATA_FIELDS)  # type: ignore[arg-type]
-    # Issue 10: numeric strings are rare; finding none takes one pass in C, not a Python loop.
-    if str in map(type, map(data.get, fields)):
-        data = dict(data)
-        _numbers_for_int64_strings(data, fields)
-    timestamp = data.get("timestamp_unixtime_ms")
-    if timestamp is not None and data.get("event_start_unixtime_ms") is None:
-        out = {**data, "event_start_unixtime_ms": timestamp}
-    else:
-        out = dict(data)
+    out = dict(data)
+    for name in fields:  # numeric strings are rare: look first, convert only when one is seen
+        if type(out.get(name)) is str:
+            _numbers_for_int64_strings(out, fields)
+            break
+    timestamp = out.get("timestamp_unixtime_ms")
+    if timestamp is not None and out.get("event_start_unixtime_ms") is None:
+        out["event_start_unixtime_ms"] = timestamp
     return {**event, "data": out}
 
 
