@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import gc
 import gzip
 import json
@@ -44,8 +45,11 @@ import orjson
 # Run as a script: make bench/ importable for datagen (and for bench/load.py importing us).
 sys.path.insert(0, str(Path(__file__).parent))
 
+from isal import igzip
+
 import datagen
 from s3forward.config import ConnectionSettings, DateFolders
+from s3forward.files import FileItem, build_file
 from s3forward.filters import apply_filters
 from s3forward.layout import gzip_compress
 from s3forward.mparticle import (
@@ -55,6 +59,7 @@ from s3forward.mparticle import (
     parse_bulk_request,
     to_outbound,
 )
+from s3forward.spool.codec import body_json, compress_body
 
 STAGES = ("parse", "filter", "outbound", "encode")
 STAGE_TITLES = ("parse+validate", "filter", "outbound", "encode")
@@ -99,6 +104,8 @@ class Run:
 
 
 Pipeline = Callable[[list[bytes], bool, Run], None]
+PLAIN_GZIP_LEVEL = 1  # the issue's reference: isal level 1
+SEALED_AT = RECEIVED_AT_MS / 1000 + 600
 
 
 def _message_id(rng: random.Random) -> str:
@@ -161,12 +168,93 @@ def stdlib_pass(bodies: list[bytes], compress: bool, run: Run) -> None:
         run.output_bytes += len(data)
 
 
+_STORED: dict[int, list[list[bytes]]] = {}
+
+
+def _stored(bodies: list[bytes]) -> list[list[bytes]]:
+    """Each request's batches as the spool holds them: compact JSON, compressed (made once)."""
+    key = id(bodies)
+    if key not in _STORED:
+        _STORED.clear()
+        _STORED[key] = [
+            [compress_body(orjson.dumps(b)) for b in orjson.loads(body)] for body in bodies
+        ]
+    return _STORED[key]
+
+
+def build_pass(bodies: list[bytes], compress: bool, run: Run) -> None:
+    """One pass of the build path: what the build worker does with a sealed window's stored
+    batches (decompress, ``orjson.loads``; ``files.build_file``: filters, outbound with the
+    deterministic message ids, NDJSON, key, gzip). One window per request body."""
+    clock = run.clock
+    seconds = run.seconds
+    settings = _GZIP_ON if compress else SETTINGS
+    for window, stored in enumerate(_stored(bodies)):
+        t0 = clock()
+        items = [
+            FileItem(
+                batch=orjson.loads(body_json(1, body)),
+                received_ms=RECEIVED_AT_MS,
+                batch_id=position + 1,
+                position=position,
+                input="default",
+            )
+            for position, body in enumerate(stored, start=window * 1000)
+        ]
+        t1 = clock()
+        built = build_file(items, settings, app_name="bench", sealed_at=SEALED_AT, digits=window)
+        t2 = clock()
+        seconds["parse"] += t1 - t0
+        seconds["encode"] += t2 - t1  # filter + outbound + NDJSON + gzip, in build_file
+        run.batches += len(items)
+        run.output_bytes += len(built.obj.body) if built is not None else 0
+
+
+def plain_pass(bodies: list[bytes], compress: bool, run: Run) -> None:
+    """The issue's reference loop: ``orjson.loads``, a plain transform (a copy of each batch
+    with the four outbound fields set), one orjson line per batch, isal level 1."""
+    clock = run.clock
+    seconds = run.seconds
+    rng = random.Random(7)
+    for body in bodies:
+        t0 = clock()
+        batches = orjson.loads(body)
+        t1 = clock()
+        lines = b"".join(
+            orjson.dumps(
+                {
+                    **batch,
+                    "message_id": _message_id(rng),
+                    "message_type": "events",
+                    "schema_version": 2,
+                    "timestamp_unixtime_ms": RECEIVED_AT_MS,
+                },
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
+            for batch in batches
+        )
+        data = igzip.compress(lines, compresslevel=PLAIN_GZIP_LEVEL, mtime=0) if compress else lines
+        t2 = clock()
+        seconds["parse"] += t1 - t0
+        seconds["encode"] += t2 - t1
+        run.batches += len(batches)
+        run.output_bytes += len(data)
+
+
+_GZIP_ON = dataclasses.replace(SETTINGS, use_compression=True)
+
 PIPELINES: dict[str, tuple[str, Pipeline, bool]] = {
     "s3forward_gzip_off": ("s3forward core, gzip off", s3forward_pass, False),
     "s3forward_gzip_on": ("s3forward core, gzip on", s3forward_pass, True),
+    "build_gzip_on": ("s3forward build path, gzip on", build_pass, True),
+    "plain_gzip_on": ("plain loop (issue 10's reference)", plain_pass, True),
     "stdlib_gzip_off": ("stdlib reference, gzip off", stdlib_pass, False),
     "stdlib_gzip_on": ("stdlib reference, gzip on", stdlib_pass, True),
 }
+RATIOS = (
+    ("build path / plain loop (target >= 0.75)", "build_gzip_on", "plain_gzip_on"),
+    ("core with validation / plain loop", "s3forward_gzip_on", "plain_gzip_on"),
+)
 
 
 def _repetition(
@@ -256,6 +344,10 @@ def measure_core(
     finally:
         gc.unfreeze()
     results = {key: _result(run, inbound, len(batches)) for key, run in runs.items()}
+    ratios = {
+        title: results[num]["batches_per_s"] / results[den]["batches_per_s"]
+        for title, num, den in RATIOS
+    }
     return {
         "batches": len(batches),
         "events": sum(len(b.get("events") or ()) for b in batches),
@@ -270,6 +362,7 @@ def measure_core(
         "load_average": os.getloadavg()[0],
         "versions": {name: _version(name) for name in ("orjson", "isal")},
         "results": results,
+        "ratios": ratios,
     }
 
 
@@ -303,6 +396,8 @@ def _table(report: dict[str, Any]) -> str:
         us = report["results"][key]["us_per_batch"]
         cells = "".join(f"{'—' if us[s] == 0 else f'{us[s]:.1f}':>16}" for s in STAGES)
         lines.append(f"{title:<{width}}{cells}{us['total']:>10.1f}")
+    lines.append("")
+    lines += [f"{title}: {ratio:.2f}" for title, ratio in report["ratios"].items()]
     share = min(r["cpu_share"] for r in report["results"].values())
     if share < 0.9 and report["clock"] == "wall":
         lines += [
@@ -315,16 +410,22 @@ def _table(report: dict[str, Any]) -> str:
 
 
 def _profile(batches: list[dict[str, Any]], per_request: int) -> None:
-    """cProfile one gzip-off pass of the s3forward pipeline; print the top functions."""
+    """cProfile one gzip-off pass of the s3forward pipeline and one gzip-on pass of the build
+    path; print the top functions of each."""
     bodies = datagen.encode_requests(batches, per_request)
     gc.collect()
     gc.freeze()  # as in measure_core
-    s3forward_pass(bodies, False, Run())  # warm-up
-    profiler = cProfile.Profile()
-    profiler.enable()
-    s3forward_pass(bodies, False, Run())
-    profiler.disable()
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+    for title, pipeline, compress in (
+        ("s3forward core, gzip off", s3forward_pass, False),
+        ("s3forward build path, gzip on", build_pass, True),
+    ):
+        pipeline(bodies, compress, Run())  # warm-up
+        profiler = cProfile.Profile()
+        profiler.enable()
+        pipeline(bodies, compress, Run())
+        profiler.disable()
+        print(f"== {title}")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
 
 
 def main(argv: list[str] | None = None) -> int:

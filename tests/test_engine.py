@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import random
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,6 +26,7 @@ from s3forward.config import (
 from s3forward.engine import Engine
 from s3forward.errors import SpoolFullError, SpoolUnavailableError, StoppingError
 from s3forward.metrics import Metrics
+from s3forward.spool.codec import BodyCodec
 from s3forward.spool.sqlite import SqliteSpool
 
 
@@ -42,6 +45,12 @@ def make_config(tmp_path: Path, **connection: Any) -> Config:
         connections={"local": replace(settings, **connection)},
         spool=SpoolSettings(path=tmp_path / "spool.db", max_bytes=4 * 1024 * 1024),
     )
+
+
+def random_text(length: int) -> str:
+    """Text that compresses to about three quarters of its size: stored batches are compressed
+    (issue 10), so a test that needs a batch to take room on disk pads it with this."""
+    return base64.b64encode(random.Random(length).randbytes(length * 3 // 4 + 3)).decode()[:length]
 
 
 def batch(device: str, name: str, **extra: Any) -> dict[str, Any]:
@@ -164,12 +173,13 @@ def test_the_dedup_index_survives_a_restart(harness: Harness) -> None:
 def test_ingest_past_the_spool_cap_raises_spool_full_and_stores_nothing(tmp_path: Path) -> None:
     """Over max_bytes the submit fails with a retry hint and the spool is unchanged.
 
-    Each 320 KB batch counts twice: its body, and the file it will become."""
+    Each 320 KB batch counts twice: its body (as stored, compressed: random text, so about
+    three quarters of it), and the file it will become."""
     config = make_config(tmp_path)
     config = replace(config, spool=replace(config.spool, max_bytes=2 * 1024 * 1024, retry_after=7))
     h = Harness(config)
     try:
-        big = batch("d1", "big", user_attributes={"pad": "x" * 320_000})
+        big = batch("d1", "big", user_attributes={"pad": random_text(320_000)})
         for _ in range(3):
             h.submit(big)
         with pytest.raises(SpoolFullError) as caught:
@@ -187,7 +197,7 @@ def test_a_full_disk_fails_the_request_and_harms_nothing_accepted(harness: Harne
     harness.submit(batch("d1", "kept"))
     pages = harness.spool._writer.execute("PRAGMA page_count").fetchone()[0]
     harness.spool._writer.execute(f"PRAGMA max_page_count = {pages}")
-    big = batch("d2", "lost", user_attributes={"pad": "y" * 200_000})
+    big = batch("d2", "lost", user_attributes={"pad": random_text(200_000)})
     with pytest.raises(SpoolUnavailableError, match="full"):
         harness.submit(big)
     assert not harness.engine.ready()[0]
@@ -297,7 +307,7 @@ def test_a_failing_reload_after_a_failed_commit_keeps_the_writer_alive(
         return real_open_windows()
 
     monkeypatch.setattr(harness.spool, "open_windows", open_windows)
-    big = batch("d2", "lost", user_attributes={"pad": "y" * 200_000})
+    big = batch("d2", "lost", user_attributes={"pad": random_text(200_000)})
     with pytest.raises(SpoolUnavailableError):
         harness.submit(big)
     with pytest.raises(SpoolUnavailableError, match="cannot be read back"):
@@ -376,3 +386,22 @@ def test_the_spool_cap_bounds_batches_windows_and_built_files_within_5_percent(
         assert h.engine.spool_bytes <= cap
     finally:
         h.close()
+
+
+def test_ingest_stores_each_batch_compressed_and_files_hold_its_json(harness: Harness) -> None:
+    """Issue 10: the spool keeps a batch as a zlib stream (codec 1), well under its JSON size,
+    and the file built from it holds the batch as sent, numbers exact, unknown fields kept."""
+    sent = batch("d1", "a" * 2000, mpid=-9_223_372_036_854_775_808, custom_field={"x": [1.5]})
+    harness.submit(sent)
+    raw = sqlite3.connect(harness.config.spool.path)
+    try:
+        ((codec, stored),) = raw.execute("SELECT codec, LENGTH(body) FROM batches").fetchall()
+    finally:
+        raw.close()
+    assert codec == BodyCodec.ZLIB
+    assert stored < len(orjson.dumps(sent)) / 4
+    harness.tick(601)
+    ((line,),) = harness.files()
+    assert line["mpid"] == -9_223_372_036_854_775_808
+    assert line["custom_field"] == {"x": [1.5]}
+    assert names([line]) == ["a" * 2000]

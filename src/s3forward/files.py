@@ -11,6 +11,7 @@ identity, gzip has mtime 0, so building the same window again, anywhere, gives t
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import uuid
@@ -45,7 +46,7 @@ class FileItem:
             f"{self.input}\x1f{self.position}\x1f{self.received_ms}\x1f{self.batch_id}"
             f"\x1f{'' if self.event_index is None else self.event_index}"
         )
-        return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
+        return uuid5_string(name)
 
     def effective_batch(self) -> dict[str, Any]:
         """The batch this line is built from: per-event mode keeps only the chosen event."""
@@ -68,6 +69,19 @@ class BuiltFile:
 
 MESSAGE_ID_NAMESPACE = uuid.UUID("5f0e8d6c-3b1a-5c49-9a57-7d1f2b8e4a60")
 """Namespace of s3forward's name-based (version 5) message ids."""
+_NAMESPACE_BYTES = MESSAGE_ID_NAMESPACE.bytes
+
+
+def uuid5_string(name: str) -> str:
+    """``str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))``, the same text at a third of the cost
+    (no UUID object: RFC 4122 section 4.3 on the SHA-1 digest directly; issue 10)."""
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def build_records(

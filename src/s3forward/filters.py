@@ -40,8 +40,22 @@ _SETTING_EVENT_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 
+_BLOCKED: dict[int, tuple[BuildRules, frozenset[str]]] = {}
+
+
 def blocked_event_types(settings: BuildRules) -> frozenset[str]:
-    """The event types this connection drops."""
+    """The event types this connection drops (worked out once per settings object)."""
+    cached = _BLOCKED.get(id(settings))
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    if len(_BLOCKED) > 1000:  # settings objects come and go in tests; keep the cache small
+        _BLOCKED.clear()
+    blocked_types = _blocked_event_types(settings)
+    _BLOCKED[id(settings)] = (settings, blocked_types)
+    return blocked_types
+
+
+def _blocked_event_types(settings: BuildRules) -> frozenset[str]:
     blocked: list[str] = []
     for name, event_types in _SETTING_EVENT_TYPES.items():
         if not getattr(settings, name):
@@ -89,10 +103,13 @@ def _exclude_metadata_fields(out: dict[str, Any], excluded: tuple[MetadataField,
 
 def _filter_events(events: list[Any], settings: BuildRules) -> list[Any]:
     blocked = blocked_event_types(settings)
-    kept = [e for e in events if type(e) is not dict or e.get("event_type") not in blocked]
     if not settings.include_location_information:
-        kept = [_without_event_location(e) for e in kept]
-    return kept
+        return [
+            _without_event_location(e)
+            for e in events
+            if type(e) is not dict or e.get("event_type") not in blocked
+        ]
+    return [e for e in events if type(e) is not dict or e.get("event_type") not in blocked]
 
 
 def _without_event_location(event: Any) -> Any:

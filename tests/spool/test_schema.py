@@ -10,7 +10,8 @@ import pytest
 
 from s3forward.errors import SpoolVersionError
 from s3forward.spool.base import FileState, NewFile, WindowState
-from s3forward.spool.sqlite import SCHEMA_VERSION, SqliteSpool
+from s3forward.spool.codec import BodyCodec, compress_body
+from s3forward.spool.sqlite import _SCHEMA_V0, MIGRATIONS, SCHEMA_VERSION, SqliteSpool
 
 V0 = Path(__file__).parent.parent / "fixtures" / "spool-v0.db"
 
@@ -85,7 +86,9 @@ def test_a_spool_from_a_newer_release_is_refused_with_a_clear_message(tmp_path: 
     raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     raw.commit()
     raw.close()
-    with pytest.raises(SpoolVersionError, match=r"schema version 2, newer than this s3forward"):
+    with pytest.raises(
+        SpoolVersionError, match=rf"schema version {SCHEMA_VERSION + 1}, newer than this s3forward"
+    ):
         SqliteSpool.open(path)
     # and the refusal released the lock: the file can be opened once the version is right
     raw = sqlite3.connect(path)
@@ -129,3 +132,58 @@ def test_status_shows_the_spool_schema_version(tmp_path: Path) -> None:
     snap = snapshot_from_spool(config)
     assert snap["spool"]["schema_version"] == SCHEMA_VERSION
     assert any(f"schema v{SCHEMA_VERSION}" in line for line in plain_lines(snap))
+
+
+@pytest.fixture
+def v1_spool(v0_spool: Path) -> Path:
+    """The 471c56f fixture as the first versioned release left it: schema 1, JSON bodies."""
+    raw = sqlite3.connect(v0_spool, isolation_level=None)
+    raw.execute("BEGIN")
+    for statement in _SCHEMA_V0.split(";"):
+        if statement.strip():
+            raw.execute(statement)
+    MIGRATIONS[0](raw)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("COMMIT")
+    raw.close()
+    return v0_spool
+
+
+def test_a_version_1_spool_upgrades_to_compressed_bodies_without_loss(v1_spool: Path) -> None:
+    """Issue 10: rows stored before compression are read as they were (codec JSON), next to
+    new compressed rows; windows, items and files are untouched."""
+    raw = sqlite3.connect(v1_spool)
+    before_batches = raw.execute("SELECT id, body FROM batches ORDER BY id").fetchall()
+    before_windows = raw.execute("SELECT * FROM windows ORDER BY id").fetchall()
+    before_files = raw.execute("SELECT * FROM files ORDER BY id").fetchall()
+    raw.close()
+    assert before_batches
+
+    spool = SqliteSpool.open(v1_spool)
+    try:
+        assert spool.schema_version() == SCHEMA_VERSION == 2
+        assert [(b.position, b.body) for b in spool.replay(0)] == before_batches
+        windows = [w.window_id for w in spool.open_windows() + spool.sealed_windows()]
+        old_items = {i.position: i.body for w in windows for i in spool.window_items(w)}
+        assert sorted(old_items.items()) == before_batches
+
+        new_json = b'{"events":[],"mpid":1,"padding":"' + b"x" * 400 + b'"}'
+        with spool.write("ingest") as txn:
+            position = txn.append_batch("app", 1, 2, compress_body(new_json), 1, BodyCodec.ZLIB)
+            txn.open_window(99, "dev", "g", "app", 1.0)
+            txn.add_item(99, 0, position, None, len(new_json), 1.0)
+        assert [i.body for i in spool.window_items(99)] == [new_json]
+        assert [b.body for b in spool.replay(position)] == [new_json]
+    finally:
+        spool.close()
+
+    raw = sqlite3.connect(v1_spool)
+    codecs = dict(raw.execute("SELECT id, codec FROM batches").fetchall())
+    stored = raw.execute("SELECT LENGTH(body) FROM batches WHERE id = ?", (position,)).fetchone()
+    assert raw.execute("SELECT * FROM windows WHERE id != 99 ORDER BY id").fetchall() == (
+        before_windows
+    )
+    assert raw.execute("SELECT * FROM files ORDER BY id").fetchall() == before_files
+    raw.close()
+    assert codecs == {**{p: BodyCodec.JSON for p, _ in before_batches}, position: BodyCodec.ZLIB}
+    assert stored[0] < len(new_json) / 2

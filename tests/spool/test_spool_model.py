@@ -25,8 +25,9 @@ from hypothesis.stateful import (
 
 from s3forward.errors import FencedError
 from s3forward.spool.base import FileState, NewFile, Spool, SpoolTransaction
+from s3forward.spool.codec import BodyCodec, compress_body
 from s3forward.spool.memory import MemorySpool
-from s3forward.spool.sqlite import SqliteSpool
+from s3forward.spool.sqlite import SCHEMA_VERSION, SqliteSpool
 
 
 @dataclass
@@ -59,6 +60,8 @@ class Reference:
     """The spool's contract, as plainly as it can be written."""
 
     batches: dict[int, tuple[str, int, int, bytes, int]] = field(default_factory=dict)
+    stored_sizes: dict[int, int] = field(default_factory=dict)
+    """Per position: the bytes the batch takes as stored (compressed or not)."""
     windows: dict[int, RefWindow] = field(default_factory=dict)
     files: dict[int, RefFile] = field(default_factory=dict)
     requests: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -100,7 +103,7 @@ class SpoolMachine(RuleBasedStateMachine):
 
     @initialize()
     def start(self) -> None:
-        assert self.sqlite.schema_version() == self.memory.schema_version() == 1
+        assert self.sqlite.schema_version() == self.memory.schema_version() == SCHEMA_VERSION
 
     @rule(
         connection=st.sampled_from(CONNECTIONS),
@@ -109,7 +112,12 @@ class SpoolMachine(RuleBasedStateMachine):
         request=st.one_of(st.none(), st.sampled_from(["r1", "r2", "r3"])),
     )
     def ingest(self, connection: str, group: str, bodies: list[bytes], request: str | None) -> None:
-        """Open a window and add batches to it, as one request (with a dedup id)."""
+        """Open a window and add batches to it, as one request (with a dedup id). Bodies of
+        even length are stored compressed (issue 10), the others as they are, and both read
+        back the same. (Chosen from the body rather than drawn, so that the machine explores
+        exactly the runs it explored before compression existed.)"""
+        stored = [compress_body(b) if len(b) % 2 == 0 else b for b in bodies]
+        codecs = [BodyCodec.ZLIB if len(b) % 2 == 0 else BodyCodec.JSON for b in bodies]
         now = self.tick()
         window_id = self.next_window
         self.next_window += 1
@@ -121,8 +129,8 @@ class SpoolMachine(RuleBasedStateMachine):
                 txn.remember_request("in", request, now)
             txn.open_window(window_id, connection, group, "in", now)
             positions = []
-            for seq, body in enumerate(bodies):
-                position = txn.append_batch("in", int(now * 1000), seq + 7, body, 1)
+            for seq, (body, kept, codec) in enumerate(zip(bodies, stored, codecs, strict=True)):
+                position = txn.append_batch("in", int(now * 1000), seq + 7, kept, 1, codec)
                 txn.add_item(window_id, seq, position, None, len(body), now)
                 positions.append(position)
             return positions
@@ -136,10 +144,11 @@ class SpoolMachine(RuleBasedStateMachine):
         if request is not None:
             ref.requests[("in", request)] = now
         window = RefWindow(connection, group, "in", now)
-        for body in bodies:
+        for body, kept in zip(bodies, stored, strict=True):
             position = ref.next_position
             ref.next_position += 1
             ref.batches[position] = ("in", int(now * 1000), len(window.items) + 7, body, 1)
+            ref.stored_sizes[position] = len(kept)
             window.items.append((position, None, len(body)))
         ref.windows[window_id] = window
         ref.max_window_id = window_id
@@ -188,7 +197,7 @@ class SpoolMachine(RuleBasedStateMachine):
         for position, _, _ in win.items:
             inp, ms, bid, b, refs = self.ref.batches[position]
             if refs - 1 <= 0:
-                released += len(b)
+                released += self.ref.stored_sizes.pop(position)
                 del self.ref.batches[position]
             else:
                 self.ref.batches[position] = (inp, ms, bid, b, refs - 1)
@@ -335,7 +344,7 @@ class SpoolMachine(RuleBasedStateMachine):
                 ),
                 key=lambda f: (ref.files[f].next_attempt_at, f),
             )
-            held = sum(len(b[3]) for b in ref.batches.values()) + sum(
+            held = sum(ref.stored_sizes.values()) + sum(
                 len(rf.body or b"") for rf in ref.files.values()
             )
             assert spool.stored_bytes() == held
@@ -352,8 +361,9 @@ class SpoolMachine(RuleBasedStateMachine):
             assert spool.low_watermark() == (  # type: ignore[attr-defined]
                 min(needed) if needed else ref.next_position
             )
-            replayed = [b.position for b in spool.replay(0)]  # type: ignore[attr-defined]
-            assert replayed == sorted(ref.batches)
+            replayed = list(spool.replay(0))  # type: ignore[attr-defined]
+            assert [b.position for b in replayed] == sorted(ref.batches)
+            assert [b.body for b in replayed] == [ref.batches[p][3] for p in sorted(ref.batches)]
 
 
 TestSpoolModel = pytest.mark.timeout(600)(SpoolMachine.TestCase)

@@ -182,6 +182,12 @@ def check_object_or_null(value: Any) -> Finding | None:
     return None if value is None or type(value) is dict else _fail("an object or null", value)
 
 
+# What the composite checks below were built from, for the typed schema that mirrors these
+# tables in C (``mparticle/schema.py``, issue 10).
+ENUM_VALUES: dict[Check, tuple[str, ...]] = {}
+OBJECT_FIELDS: dict[Check, Mapping[str, Check]] = {}
+
+
 def enum(values: tuple[str, ...]) -> Check:
     """A check that the value is one of ``values`` (exact, case-sensitive)."""
     allowed = frozenset(values)
@@ -192,6 +198,7 @@ def enum(values: tuple[str, ...]) -> Check:
             return None
         return _fail(f"one of {listed}", value)
 
+    ENUM_VALUES[check] = values
     return check
 
 
@@ -203,6 +210,7 @@ def object_with(fields: Mapping[str, Check]) -> Check:
             return _fail("an object", value)
         return check_fields(value, fields)
 
+    OBJECT_FIELDS[check] = fields
     return check
 
 

@@ -102,9 +102,12 @@ def _outbound_event(event: Any) -> Any:
     event_type = event.get("event_type")
     fields = _INT64_DATA_FIELDS.get(event_type, _COMMON_INT64_DATA_FIELDS)  # type: ignore[arg-type]
     out = dict(data)
-    _numbers_for_int64_strings(out, fields)
+    for name in fields:  # numeric strings are rare: look first, convert only when one is seen
+        if type(out.get(name)) is str:
+            _numbers_for_int64_strings(out, fields)
+            break
     timestamp = out.get("timestamp_unixtime_ms")
-    if out.get("event_start_unixtime_ms") is None and timestamp is not None:
+    if timestamp is not None and out.get("event_start_unixtime_ms") is None:
         out["event_start_unixtime_ms"] = timestamp
     return {**event, "data": out}
 

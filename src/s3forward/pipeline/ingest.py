@@ -25,6 +25,7 @@ from s3forward.pipeline.usage import SpoolUsage, on_disk
 from s3forward.pipeline.windowbook import ConnectionWindows, WindowBook
 from s3forward.pipeline.writer import GroupCommitWriter, Op
 from s3forward.spool.base import SpoolTransaction
+from s3forward.spool.codec import BodyCodec, compress_body
 from s3forward.windows import group_of
 
 READY_FRACTION = 0.9
@@ -52,7 +53,15 @@ def _dedup_key(batch: dict[str, Any]) -> str | None:
 class _IngestOp:
     """One accepted request's batches, waiting for the writer's next commit."""
 
-    __slots__ = ("batches", "bodies", "ingest", "input_name", "received_at", "request_ids")
+    __slots__ = (
+        "batches",
+        "bodies",
+        "ingest",
+        "input_name",
+        "received_at",
+        "request_ids",
+        "stored",
+    )
 
     def __init__(
         self,
@@ -66,6 +75,8 @@ class _IngestOp:
         self.input_name = input_name
         self.batches = batches
         self.bodies = bodies
+        # Issue 10: compressed here, on the caller's thread, so the writer thread only stores.
+        self.stored = [compress_body(body) for body in bodies]
         self.received_at = received_at
         self.request_ids = [_dedup_key(b) for b in batches]
 
@@ -189,8 +200,8 @@ class Ingest:
         received_ms = int(op.received_at * 1000)
         seen = self._known.setdefault(op.input_name, set())
         stored = duplicates = 0
-        for batch, body, request_id, event_sizes in zip(
-            op.batches, op.bodies, op.request_ids, sizes, strict=True
+        for batch, body, stored_body, request_id, event_sizes in zip(
+            op.batches, op.bodies, op.stored, op.request_ids, sizes, strict=True
         ):
             if request_id is not None:
                 if request_id in seen:
@@ -199,7 +210,15 @@ class Ingest:
                 seen.add(request_id)
                 txn.remember_request(op.input_name, request_id, now)
             self.usage.unbuilt += self._store_split(
-                txn, now, op.input_name, batch, body, event_sizes, received_ms, connections
+                txn,
+                now,
+                op.input_name,
+                batch,
+                body,
+                stored_body,
+                event_sizes,
+                received_ms,
+                connections,
             )
             stored += 1
         return SubmitResult(stored=stored, duplicates=duplicates)
@@ -211,6 +230,7 @@ class Ingest:
         input_name: str,
         batch: dict[str, Any],
         body: bytes,
+        stored_body: bytes,
         event_sizes: list[int],
         received_ms: int,
         connections: list[ConnectionWindows],
@@ -224,19 +244,45 @@ class Ingest:
         parts = split_by_session(batch) if per_session else [batch]
         if len(parts) == 1:
             return self._store(
-                txn, now, input_name, batch, body, event_sizes, received_ms, connections
+                txn,
+                now,
+                input_name,
+                batch,
+                body,
+                stored_body,
+                event_sizes,
+                received_ms,
+                connections,
             )
         batch_id = batch_id_for(batch, self.rng)
         projected = 0
         for part in parts:
-            part_body = orjson.dumps(part)
+            part_body = orjson.dumps(part)  # rare: one batch of several sessions
             projected += self._store(
-                txn, now, input_name, part, part_body, [], received_ms, per_session, batch_id
+                txn,
+                now,
+                input_name,
+                part,
+                part_body,
+                compress_body(part_body),
+                [],
+                received_ms,
+                per_session,
+                batch_id,
             )
         others = [c for c in connections if c not in per_session]
         if others:
             projected += self._store(
-                txn, now, input_name, batch, body, event_sizes, received_ms, others, batch_id
+                txn,
+                now,
+                input_name,
+                batch,
+                body,
+                stored_body,
+                event_sizes,
+                received_ms,
+                others,
+                batch_id,
             )
         return projected
 
@@ -247,13 +293,17 @@ class Ingest:
         input_name: str,
         batch: dict[str, Any],
         body: bytes,
+        stored_body: bytes,
         event_sizes: list[int],
         received_ms: int,
         connections: list[ConnectionWindows],
         batch_id: int | None = None,
     ) -> int:
-        """Store one batch and place it; returns the projected bytes of its window items."""
-        self.usage.added += on_disk(len(body))
+        """Store one batch and place it; returns the projected bytes of its window items.
+
+        ``body`` is the batch's JSON (the files built from it are sized by it), ``stored_body``
+        the same compressed, as the spool keeps it."""
+        self.usage.added += on_disk(len(stored_body))
         if batch_id is None:
             batch_id = batch_id_for(batch, self.rng)
         events = batch.get("events") or []
@@ -264,7 +314,9 @@ class Ingest:
             else:
                 plan.append((state, [None]))
         refs = sum(len(indexes) for _, indexes in plan)
-        position = txn.append_batch(input_name, received_ms, batch_id, body, refs)
+        position = txn.append_batch(
+            input_name, received_ms, batch_id, stored_body, refs, BodyCodec.ZLIB
+        )
         projected = 0
         for state, indexes in plan:
             mode = state.settings.batching_mode

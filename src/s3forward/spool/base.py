@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from s3forward.spool.codec import BodyCodec
+
 
 class FileState(StrEnum):
     """A built file's durable state."""
@@ -171,9 +173,18 @@ class SpoolTransaction(Protocol):
         ...
 
     def append_batch(
-        self, input_name: str, received_ms: int, batch_id: int, body: bytes, refs: int
+        self,
+        input_name: str,
+        received_ms: int,
+        batch_id: int,
+        body: bytes,
+        refs: int,
+        codec: BodyCodec = BodyCodec.JSON,
     ) -> int:
         """Store an accepted batch referenced by ``refs`` window items; returns its position.
+
+        ``body`` is stored as given, in ``codec`` (``spool/codec.py``); reads of the batch
+        (``window_items``, ``replay``) return its JSON whatever the codec.
 
         Positions only grow, also across restarts; a rolled-back transaction's positions may
         be handed out again.

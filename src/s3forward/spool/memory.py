@@ -27,8 +27,10 @@ from s3forward.spool.base import (
     StoredWindow,
     WindowItem,
 )
+from s3forward.spool.codec import BodyCodec, body_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Mirrors ``SqliteSpool``'s: batch bodies carry their codec (version 2)."""
 
 
 @dataclass(slots=True)
@@ -52,6 +54,11 @@ class _Batch:
     batch_id: int
     body: bytes
     refs: int
+    codec: BodyCodec = BodyCodec.JSON
+
+    @property
+    def json(self) -> bytes:
+        return body_json(self.codec, self.body)
 
 
 @dataclass(slots=True)
@@ -86,11 +93,17 @@ class _Transaction:
         return len(old)
 
     def append_batch(
-        self, input_name: str, received_ms: int, batch_id: int, body: bytes, refs: int
+        self,
+        input_name: str,
+        received_ms: int,
+        batch_id: int,
+        body: bytes,
+        refs: int,
+        codec: BodyCodec = BodyCodec.JSON,
     ) -> int:
         position = self.state.next_position
         self.state.next_position += 1
-        self.state.batches[position] = _Batch(input_name, received_ms, batch_id, body, refs)
+        self.state.batches[position] = _Batch(input_name, received_ms, batch_id, body, refs, codec)
         return position
 
     def open_window(
@@ -312,7 +325,7 @@ class MemorySpool:
             for position, event_index, _, _ in window.items:
                 b = self.state.batches[position]
                 out.append(
-                    WindowItem(position, event_index, b.input, b.received_ms, b.batch_id, b.body)
+                    WindowItem(position, event_index, b.input, b.received_ms, b.batch_id, b.json)
                 )
             return out
 
@@ -408,7 +421,7 @@ class MemorySpool:
         with self._lock:
             held = sorted(p for p in self.state.batches if p >= from_position)
             batches = [(p, self.state.batches[p]) for p in held]
-        return (StoredBatch(p, b.input, b.received_ms, b.batch_id, b.body) for p, b in batches)
+        return (StoredBatch(p, b.input, b.received_ms, b.batch_id, b.json) for p, b in batches)
 
     def low_watermark(self) -> int:
         with self._lock:

@@ -33,10 +33,12 @@ from s3forward.spool.base import (
     StoredWindow,
     WindowItem,
 )
+from s3forward.spool.codec import BodyCodec, body_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """1: windows record their key digits at seal time; a meta table holds the owner's fence, the
-next position, the next file id and the largest window id, so none is ever handed out twice."""
+next position, the next file id and the largest window id, so none is ever handed out twice.
+2: batches record the codec of their body (``spool/codec.py``): new bodies are compressed."""
 
 _SCHEMA_V0 = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -123,7 +125,18 @@ def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1}
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Batch bodies may be stored compressed; every body stored so far is JSON (codec 0) and
+    is read as it is, so nothing is rewritten."""
+    conn.execute(
+        f"ALTER TABLE batches ADD COLUMN codec INTEGER NOT NULL DEFAULT {int(BodyCodec.JSON)}"
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _migrate_0_to_1,
+    1: _migrate_1_to_2,
+}
 """``MIGRATIONS[n]`` upgrades a spool from version n to n + 1."""
 
 _WAL_RESTART_BYTES = 8 * 1024 * 1024
@@ -220,12 +233,15 @@ class SqliteView:
 
     def window_items(self, window_id: int) -> list[WindowItem]:
         rows = self._rows(
-            "SELECT i.batch_ref, i.event_index, b.input, b.received_ms, b.batch_id, b.body "
-            "FROM items i JOIN batches b ON b.id = i.batch_ref WHERE i.window_id = ? "
+            "SELECT i.batch_ref, i.event_index, b.input, b.received_ms, b.batch_id, b.body, "
+            "b.codec FROM items i JOIN batches b ON b.id = i.batch_ref WHERE i.window_id = ? "
             "ORDER BY i.seq",
             (window_id,),
         )
-        return [WindowItem(*row) for row in rows]
+        return [
+            WindowItem(row[0], row[1], row[2], row[3], row[4], body_json(row[6], row[5]))
+            for row in rows
+        ]
 
     def max_window_id(self) -> int:
         return self._meta("max_window_id")
@@ -328,10 +344,13 @@ class SqliteView:
 
     def replay(self, from_position: int) -> Iterator[StoredBatch]:
         rows = self._rows(
-            "SELECT id, input, received_ms, batch_id, body FROM batches WHERE id >= ? ORDER BY id",
+            "SELECT id, input, received_ms, batch_id, body, codec FROM batches WHERE id >= ? "
+            "ORDER BY id",
             (from_position,),
         )
-        return (StoredBatch(*row) for row in rows)
+        return (
+            StoredBatch(row[0], row[1], row[2], row[3], body_json(row[5], row[4])) for row in rows
+        )
 
     def low_watermark(self) -> int:
         row = self._rows("SELECT MIN(batch_ref) FROM items")[0]
@@ -373,7 +392,7 @@ class _Transaction:
         self._conn = conn
         self._requests: list[tuple[str, str, float]] = []
         self._request_set: dict[str, set[str]] = {}
-        self._batches: list[tuple[int, str, int, int, bytes, int]] = []
+        self._batches: list[tuple[int, str, int, int, bytes, int, int]] = []
         self._windows: list[tuple[int, str, str, str, float]] = []
         self._items: list[tuple[int, int, int, int | None, int, float]] = []
         self._seals: list[tuple[int, float, str, int]] = []
@@ -386,7 +405,7 @@ class _Transaction:
         )
         _insert_rows(
             conn,
-            "INSERT INTO batches (id, input, received_ms, batch_id, body, refs)",
+            "INSERT INTO batches (id, input, received_ms, batch_id, body, refs, codec)",
             self._batches,
         )
         _insert_rows(
@@ -451,11 +470,17 @@ class _Transaction:
     # batches, windows, items
 
     def append_batch(
-        self, input_name: str, received_ms: int, batch_id: int, body: bytes, refs: int
+        self,
+        input_name: str,
+        received_ms: int,
+        batch_id: int,
+        body: bytes,
+        refs: int,
+        codec: BodyCodec = BodyCodec.JSON,
     ) -> int:
         position = self.next_position
         self.next_position += 1
-        self._batches.append((position, input_name, received_ms, batch_id, body, refs))
+        self._batches.append((position, input_name, received_ms, batch_id, body, refs, int(codec)))
         return position
 
     def open_window(
