@@ -161,7 +161,7 @@ def test_without_conditional_writes_a_retry_is_still_already_present(
     assert _write(settings, obj) is WriteOutcome.ALREADY_PRESENT
 
 
-def test_concurrent_writes_of_one_object_create_it_once(
+def test_concurrent_writes_of_one_object_never_fail_and_leave_its_bytes(
     bucket: str, s3_connection: MakeSettings, s3_client: Any
 ) -> None:
     """Several threads sharing a sink and writing one object: none fails, at least one
