@@ -59,6 +59,7 @@ from s3forward.cluster.ingest import (
     HEADER_TICK,
 )
 from s3forward.cluster.naming import ClusterNames
+from s3forward.cluster.publish import Ack, Outbound, PipelinedPublisher
 from s3forward.cluster.replay import LogEntry, PartitionReplay, SealedFile, SealRecord
 from s3forward.config import ClusterSettings, Config
 from s3forward.delivery import backoff_delay
@@ -130,6 +131,7 @@ class ClusterWorker:
         self._js: JetStreamContext | None = None
         self._leases: KeyValue | None = None
         self._requests: KeyValue | None = None
+        self._publisher: PipelinedPublisher | None = None
         self._owned: dict[int, int] = {}  # partition -> lease revision
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._lease_task: asyncio.Task[None] | None = None
@@ -142,6 +144,8 @@ class ClusterWorker:
         self._js = self._nc.jetstream(timeout=10)
         self._leases = await self._js.key_value(self.names.lease_bucket)
         self._requests = await self._js.key_value(self.names.request_bucket)
+        self._publisher = PipelinedPublisher(self._nc)
+        await self._publisher.start()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="cluster-leases")
         log.info("cluster worker started", worker=self.worker_id)
 
@@ -157,6 +161,8 @@ class ClusterWorker:
         if self._leases is not None:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await self._leases.delete(f"w.{self.worker_id}")
+        if self._publisher is not None:
+            await self._publisher.close()
         if self._nc is not None:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await self._nc.close()
@@ -431,11 +437,35 @@ class _PartitionRunner:
                 )
             )
         if checks:
-            verdicts = await asyncio.gather(*(self._is_duplicate(k, s) for _, k, s in checks))
+            verdicts = await self._are_duplicates([(k, s) for _, k, s in checks])
             for (index, _, _), duplicate in zip(checks, verdicts, strict=True):
                 if duplicate:
                     entries[index] = dataclasses.replace(entries[index], duplicate=True)
         return entries
+
+    async def _are_duplicates(self, checks: list[tuple[str, int]]) -> list[bool]:
+        """``_is_duplicate`` for a chunk: the creates pipelined, one round trip for all.
+
+        A create refused because the key exists (or any other trouble) takes the careful
+        one-at-a-time path, which reads the entry and retries."""
+        publisher = self.worker._publisher
+        assert publisher is not None
+        creates = [
+            Outbound(
+                f"$KV.{self.names.request_bucket}.{key}",
+                f"{self.partition}:{seq}".encode(),
+                {EXPECTED_LAST_SUBJECT_SEQ: "0"},
+                f"KV_{self.names.request_bucket}",
+            )
+            for key, seq in checks
+        ]
+        results = await publisher.publish_all(creates, timeout=10)
+        verdicts = [False] * len(checks)
+        for index, result in enumerate(results):
+            if not isinstance(result, Ack):
+                key, seq = checks[index]
+                verdicts[index] = await self._is_duplicate(key, seq)
+        return verdicts
 
     async def _is_duplicate(self, key: str, seq: int) -> bool:
         """First position wins, recorded in the request KV: replays decide the same."""
