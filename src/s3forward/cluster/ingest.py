@@ -81,6 +81,10 @@ class JetStreamIntake:
             await self._nc.drain()
             self._nc = None
 
+    @property
+    def connection(self) -> Client | None:
+        return self._nc
+
     def ready(self) -> tuple[bool, str]:
         if self._stopping:
             return False, "shutting down"

@@ -65,6 +65,7 @@ from s3forward.config import ClusterSettings, Config
 from s3forward.delivery import backoff_delay
 from s3forward.errors import KeyTakenError, PermanentSinkError, S3ForwardError, SinkError
 from s3forward.files import with_new_digits
+from s3forward.layout import EncodedObject
 from s3forward.sinks.base import Sink, WriteOutcome
 
 log = structlog.get_logger("s3forward.cluster.worker")
@@ -99,6 +100,19 @@ class PartitionStatus:
     open_windows: int = 0
     files_written: int = 0
     oldest_open_at: float | None = None
+    pending: int = 0  # messages in the stream after the last one read (JetStream's num_pending)
+    writing_since: float | None = None  # a sealed file's write began then and has not ended
+
+    @property
+    def lag(self) -> int:
+        """Messages in the partition's log not yet applied by its owner."""
+        return self.pending + max(0, self.last_seq + 1 - self.next_seq)
+
+    @property
+    def oldest_undelivered_at(self) -> float | None:
+        """When the oldest data this partition still has to deliver arrived (broker time)."""
+        times = [t for t in (self.oldest_open_at, self.writing_since) if t is not None]
+        return min(times) if times else None
 
 
 @dataclass
@@ -108,6 +122,30 @@ class WorkerStatus:
     partitions: dict[int, PartitionStatus] = field(default_factory=dict)
     lease_moves: int = 0
     last_error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    last_lease_round_at: float | None = None  # the last heartbeat that JetStream took
+    owned_some_at: float | None = None  # the last lease round that ended owning a partition
+    draining: bool = False
+
+    def report(self) -> dict[str, Any]:
+        """The heartbeat's value: what every node reads to show the cluster (status.py)."""
+        return {
+            "at": time.time(),
+            "lease_moves": self.lease_moves,
+            "draining": self.draining,
+            "last_error": self.last_error,
+            "partitions": {
+                str(p.partition): {
+                    "state": p.state,
+                    "lag": p.lag,
+                    "backlog": max(0, p.next_seq - p.low_watermark),
+                    "open_windows": p.open_windows,
+                    "files_written": p.files_written,
+                    "oldest_undelivered_at": p.oldest_undelivered_at,
+                }
+                for p in self.partitions.values()
+            },
+        }
 
 
 class ClusterWorker:
@@ -159,17 +197,39 @@ class ClusterWorker:
         for partition in list(self._tasks):
             await self._release(partition)
         if self._leases is not None:
-            with contextlib.suppress(nats.errors.Error, TimeoutError):
-                await self._leases.delete(f"w.{self.worker_id}")
+            for beat in ("w", "d"):
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await self._leases.delete(f"{beat}.{self.worker_id}")
         if self._publisher is not None:
             await self._publisher.close()
         if self._nc is not None:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await self._nc.close()
 
-    def ready(self) -> tuple[bool, str]:
+    @property
+    def connection(self) -> Client | None:
+        return self._nc
+
+    def ready(self, now: float | None = None) -> tuple[bool, str]:
+        """Red when this worker cannot do its share: no connection, heartbeats that JetStream
+        does not take (its leases are expiring), or no partition for several lease rounds
+        while there are enough partitions for every live worker."""
+        now = time.time() if now is None else now
+        status = self.status
+        if status.draining:
+            if self._owned:
+                return False, f"draining: {len(self._owned)} partitions still to hand over"
+            return False, "drained: owns no partition; safe to stop"
         if self._nc is None or not self._nc.is_connected:
             return False, "not connected to NATS"
+        grace = 3 * self.cluster.lease_ttl
+        heartbeat = status.last_lease_round_at or status.started_at
+        if now - heartbeat > self.cluster.lease_ttl:
+            return False, f"no lease heartbeat taken for {now - heartbeat:.0f}s"
+        enough = len(status.live_workers) <= self.names.partitions
+        owned = status.owned_some_at or status.started_at
+        if enough and now - owned > grace:
+            return False, f"owns no partition for {now - owned:.0f}s"
         return True, "ok"
 
     # ---------------------------------------------------------------- leases
@@ -183,17 +243,35 @@ class ClusterWorker:
                 log.warning("lease round failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(self.cluster.lease_ttl / 3)
 
+    def drain(self) -> None:
+        """Retire this worker without stopping it: from the next lease round on it leaves the
+        live set (its heartbeat becomes ``d.<id>``), gives every partition back, and the other
+        workers take them over (rebuilding open windows from the log). It takes none again."""
+        self.status.draining = True
+
     async def _lease_round(self) -> None:
         leases = self._leases
         assert leases is not None
-        await leases.put(f"w.{self.worker_id}", b"alive")
+        draining = self.status.draining
+        beat = f"{'d' if draining else 'w'}.{self.worker_id}"
+        await leases.put(beat, orjson.dumps(self.status.report()))
+        if draining:
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+                await leases.delete(f"w.{self.worker_id}")
+        self.status.last_lease_round_at = time.time()
         try:
             keys = await leases.keys()
         except nats.js.errors.NoKeysError:
             keys = []
-        live = sorted({k[2:] for k in keys if k.startswith("w.")} | {self.worker_id})
+        live = sorted({k[2:] for k in keys if k.startswith("w.")} - {self.worker_id})
+        if not draining:
+            live = sorted({*live, self.worker_id})
         self.status.live_workers = live
-        mine = {p for p in range(self.names.partitions) if live[p % len(live)] == self.worker_id}
+        mine = {
+            p
+            for p in range(self.names.partitions)
+            if not draining and live[p % len(live)] == self.worker_id
+        }
         for partition in sorted(set(self._owned) - mine):
             await self._release(partition)
         for partition in sorted(set(self._owned) & mine):
@@ -220,6 +298,8 @@ class ClusterWorker:
                 self._run_partition(partition), name=f"partition-{partition}"
             )
             log.info("lease acquired", partition=partition, worker=self.worker_id)
+        if self._owned or draining:
+            self.status.owned_some_at = time.time()
 
     async def _stop_partition(self, partition: int) -> None:
         task = self._tasks.pop(partition, None)
@@ -436,6 +516,9 @@ class _PartitionRunner:
                     int(headers.get(HEADER_BATCH_ID, "0")),
                 )
             )
+        if msgs:
+            pending = msgs[-1].metadata.num_pending or 0
+            self.status.pending = int(pending) + int(self._sub.pending_msgs if self._sub else 0)
         if checks:
             verdicts = await self._are_duplicates([(k, s) for _, k, s in checks])
             for (index, _, _), duplicate in zip(checks, verdicts, strict=True):
@@ -488,8 +571,15 @@ class _PartitionRunner:
 
     async def _write(self, sealed: SealedFile) -> None:
         sink = self.worker.sinks[sealed.record.connection]
-        delivery = self.worker.config.delivery
         obj = sealed.built.obj
+        self.status.writing_since = sealed.record.sealed_at
+        try:
+            await self._write_until_done(sealed, sink, obj)
+        finally:
+            self.status.writing_since = None
+
+    async def _write_until_done(self, sealed: SealedFile, sink: Sink, obj: EncodedObject) -> None:
+        delivery = self.worker.config.delivery
         attempt = 0
         while True:
             try:
