@@ -67,6 +67,10 @@ def test_drain_hands_every_partition_over_and_the_status_page_shows_the_cluster(
     wait_until(landed, 90, "every batch in a file")
     names = sorted(n for v in names_by_object(s3_client, bucket).values() for n in v)
     assert names == sorted(f"{d}#{i}" for d in devices for i in (1, 2))
-    text = run_cli("status", "--url", f"http://127.0.0.1:{keeper.port}")
-    assert text.returncode == 0, text.stderr
-    assert "DRAINING" in text.stdout and "(0 unowned)" in text.stdout
+
+    def status_text_shows_the_drain() -> bool:  # the cluster part is refreshed every 2 s
+        text = run_cli("status", "--url", f"http://127.0.0.1:{keeper.port}")
+        assert text.returncode == 0, text.stderr
+        return "DRAINING" in text.stdout and "(0 unowned)" in text.stdout
+
+    wait_until(status_text_shows_the_drain, 30, "`s3forward status` to show the drain")

@@ -99,7 +99,7 @@ async def read_cluster(leases: KeyValue, partitions: int) -> ClusterState:
     for key in keys:
         try:
             entry = await leases.get(key)
-        except nats.js.errors.KeyNotFoundError:
+        except nats.js.errors.NotFoundError:  # KeyNotFoundError and KeyDeletedError
             continue  # released or expired between the listing and the read
         except (nats.errors.Error, TimeoutError) as exc:
             state.error = f"cannot read the lease bucket: {exc or type(exc).__name__}"
