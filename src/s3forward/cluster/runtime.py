@@ -30,7 +30,7 @@ from s3forward.api.server import make_uvicorn_server
 from s3forward.api.status_page import status_routes
 from s3forward.cluster.ingest import JetStreamIntake
 from s3forward.cluster.naming import ClusterNames
-from s3forward.cluster.status import ClusterState, cluster_snapshot, read_cluster
+from s3forward.cluster.status import ClusterState, LeaseWatch, cluster_snapshot
 from s3forward.cluster.worker import ClusterWorker, WorkerStatus
 from s3forward.config import ClusterRole, ClusterSettings, Config
 from s3forward.errors import SpoolUnavailableError
@@ -199,21 +199,28 @@ class ClusterService:
         nc = self.worker.connection if self.worker is not None else None
         if nc is None and self.intake is not None:
             nc = self.intake.connection
-        leases = None
-        while True:
-            if self.worker is not None:
-                self.cluster_metrics.update(self.worker.status)
-            try:
-                if leases is None and nc is not None:
-                    leases = await nc.jetstream(timeout=5).key_value(self.names.lease_bucket)
-                if leases is not None:
-                    self.cluster_state = await read_cluster(leases, self.names.partitions)
+        watch: LeaseWatch | None = None
+        try:
+            while True:
+                if self.worker is not None:
+                    self.cluster_metrics.update(self.worker.status)
+                try:
+                    if watch is None and nc is not None:
+                        js = nc.jetstream(timeout=5)
+                        leases = await js.key_value(self.names.lease_bucket)
+                        watch = LeaseWatch(leases, self.names.partitions, self.cluster.lease_ttl)
+                        watch.start()
+                except (nats.errors.Error, TimeoutError) as exc:
+                    state = ClusterState(self.names.partitions, read_at=time.time())
+                    state.error = f"cannot read the lease bucket: {exc or type(exc).__name__}"
+                    self.cluster_state = state
+                if watch is not None:
+                    self.cluster_state = watch.state()
                     self.cluster_metrics.update_cluster(self.cluster_state)
-            except (nats.errors.Error, TimeoutError) as exc:
-                state = ClusterState(self.names.partitions, read_at=time.time())
-                state.error = f"cannot read the lease bucket: {exc or type(exc).__name__}"
-                self.cluster_state = state
-            await asyncio.sleep(2.0)
+                await asyncio.sleep(2.0)
+        finally:
+            if watch is not None:
+                await watch.stop()
 
     def request_stop(self) -> None:
         if self.intake is not None:

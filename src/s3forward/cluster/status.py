@@ -3,9 +3,12 @@
 Each worker's heartbeat (``w.<id>`` in the lease bucket) carries its report
 (``WorkerStatus.report``): per owned partition its lag (messages in the log not yet applied),
 backlog, open windows and when its oldest undelivered data arrived. The partition leases
-(``p.<n>``) name the owners. Any node, ingest-only ones too, reads both and sums them up, so
-``/status.json``, ``s3forward status`` and the status page show the whole cluster from
-whichever node they ask. A report is as fresh as the last heartbeat (``lease_ttl / 3``).
+(``p.<n>``) name the owners. Any node, ingest-only ones too, follows both with one long-lived
+watch of the bucket (``LeaseWatch``: no polling) and sums them up, so ``/status.json``,
+``s3forward status`` and the status page show the whole cluster from whichever node they ask.
+A report is as fresh as the last heartbeat (``lease_ttl / 3``). Keys that expire by the
+bucket's TTL send no event to a watch, so an entry not refreshed within ``lease_ttl`` counts
+as gone (heartbeats and lease renewals refresh theirs every ``lease_ttl / 3``).
 
 ``cluster_snapshot`` gives the status page's usual shape (the fields ``status.js`` and
 ``status.plain_lines`` read) with the node-local parts that have no meaning in cluster mode
@@ -14,6 +17,8 @@ whichever node they ask. A report is as fresh as the last heartbeat (``lease_ttl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +91,75 @@ class ClusterState:
         }
 
 
+def _apply(state: ClusterState, key: str, value: bytes) -> None:
+    if key.startswith("p.") and key[2:].isdigit():
+        state.owners[int(key[2:])] = value.decode(errors="replace")
+    elif key.startswith(("w.", "d.")):  # d.: a draining worker (worker.drain)
+        try:
+            report = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            report = {}  # a heartbeat without a report (an older worker)
+        state.workers[key[2:]] = report if isinstance(report, dict) else {}
+
+
+class LeaseWatch:
+    """Follows the lease bucket with one watch; ``state()`` is the current reading.
+
+    The watch is started again when it has been silent for ``lease_ttl`` (a live cluster
+    writes heartbeats every ``lease_ttl / 3``; silence may be a consumer lost to a leader
+    change)."""
+
+    def __init__(self, leases: KeyValue, partitions: int, lease_ttl: float) -> None:
+        self._leases = leases
+        self._partitions = partitions
+        self._ttl = lease_ttl
+        self._entries: dict[str, tuple[bytes, float]] = {}
+        self._error: str | None = "no reading of the lease bucket yet"
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="cluster-lease-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                watcher = await self._leases.watchall()
+            except (nats.errors.Error, TimeoutError) as exc:
+                self._error = f"cannot watch the lease bucket: {exc or type(exc).__name__}"
+                await asyncio.sleep(self._ttl / 3)
+                continue
+            try:
+                while True:
+                    try:
+                        entry = await watcher.updates(timeout=self._ttl)  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher untyped
+                    except nats.errors.TimeoutError:
+                        break  # silent for a whole lease_ttl: watch again
+                    self._error = None
+                    if entry is None:
+                        continue  # the marker after the initial values
+                    if entry.operation in ("DEL", "PURGE"):
+                        self._entries.pop(entry.key, None)
+                    else:
+                        self._entries[entry.key] = (entry.value or b"", time.monotonic())
+            finally:
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await watcher.stop()  # type: ignore[no-untyped-call]  # untyped in nats-py
+
+    def state(self) -> ClusterState:
+        state = ClusterState(self._partitions, read_at=time.time(), error=self._error)
+        fresh_after = time.monotonic() - self._ttl
+        for key, (value, seen) in list(self._entries.items()):
+            if seen >= fresh_after:
+                _apply(state, key, value)
+        return state
+
+
 async def read_cluster(leases: KeyValue, partitions: int) -> ClusterState:
     """Read the lease bucket once (a handful of KV gets: one per worker and partition)."""
     state = ClusterState(partitions, read_at=time.time())
@@ -104,15 +178,7 @@ async def read_cluster(leases: KeyValue, partitions: int) -> ClusterState:
         except (nats.errors.Error, TimeoutError) as exc:
             state.error = f"cannot read the lease bucket: {exc or type(exc).__name__}"
             continue
-        value = entry.value or b""
-        if key.startswith("p.") and key[2:].isdigit():
-            state.owners[int(key[2:])] = value.decode(errors="replace")
-        elif key.startswith(("w.", "d.")):  # d.: a draining worker (worker.drain)
-            try:
-                report = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                report = {}  # a heartbeat without a report (an older worker)
-            state.workers[key[2:]] = report if isinstance(report, dict) else {}
+        _apply(state, key, entry.value or b"")
     return state
 
 
@@ -182,4 +248,4 @@ def cluster_snapshot(
     }
 
 
-__all__ = ["ClusterState", "cluster_snapshot", "read_cluster"]
+__all__ = ["ClusterState", "LeaseWatch", "cluster_snapshot", "read_cluster"]
