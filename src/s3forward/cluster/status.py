@@ -160,28 +160,6 @@ class LeaseWatch:
         return state
 
 
-async def read_cluster(leases: KeyValue, partitions: int) -> ClusterState:
-    """Read the lease bucket once (a handful of KV gets: one per worker and partition)."""
-    state = ClusterState(partitions, read_at=time.time())
-    try:
-        keys = await leases.keys()
-    except nats.js.errors.NoKeysError:
-        return state
-    except (nats.errors.Error, TimeoutError) as exc:
-        state.error = f"cannot read the lease bucket: {exc or type(exc).__name__}"
-        return state
-    for key in keys:
-        try:
-            entry = await leases.get(key)
-        except nats.js.errors.NotFoundError:  # KeyNotFoundError and KeyDeletedError
-            continue  # released or expired between the listing and the read
-        except (nats.errors.Error, TimeoutError) as exc:
-            state.error = f"cannot read the lease bucket: {exc or type(exc).__name__}"
-            continue
-        _apply(state, key, entry.value or b"")
-    return state
-
-
 def cluster_snapshot(
     config: Config,
     metrics: Metrics,
@@ -248,4 +226,4 @@ def cluster_snapshot(
     }
 
 
-__all__ = ["ClusterState", "LeaseWatch", "cluster_snapshot", "read_cluster"]
+__all__ = ["ClusterState", "LeaseWatch", "cluster_snapshot"]
