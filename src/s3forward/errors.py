@@ -33,6 +33,7 @@ False (terminal: the input, the config or an operator must change something)::
     │   ├── SpoolUnavailableError           yes    disk full, unwritable, unreadable (503)
     │   ├── SpoolVersionError               no     written by a newer s3forward
     │   └── FencedError                     no     a newer owner took the log over
+    ├── ClusterError                        yes  cluster mode: JetStream unreachable or refusing
     └── StoppingError                       yes  the service is shutting down (503)
 
 Third-party exceptions (botocore, sqlite3, gzip) are translated into this tree where they are
@@ -158,6 +159,13 @@ class FencedError(SpoolError):
     """A newer owner took over the log; a stale owner's write (a seal) was refused."""
 
     transient = False
+
+
+class ClusterError(S3ForwardError):
+    """Cluster mode (issue 9): JetStream could not do what was asked (unreachable, no leader,
+    refused). Translated from nats-py in ``cluster/connection.py`` only."""
+
+    transient = True
 
 
 class StoppingError(S3ForwardError):

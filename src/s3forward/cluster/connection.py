@@ -11,21 +11,19 @@ import structlog
 from nats.aio.client import Client
 
 from s3forward.config import ClusterSettings
-from s3forward.errors import S3ForwardError, SpoolFullError, SpoolUnavailableError
+from s3forward.errors import (
+    ClusterError,
+    FencedError,
+    S3ForwardError,
+    SpoolFullError,
+    SpoolUnavailableError,
+)
 
 log = structlog.get_logger("s3forward.cluster")
 
 # JetStream API error codes (nats-server errors.json).
 _WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 _STREAM_FULL = frozenset({10077, 10078, 10047, 10028})
-
-
-class ClusterError(S3ForwardError):
-    """JetStream could not do what cluster mode asked (unreachable, no leader, refused)."""
-
-
-class FencedError(ClusterError):
-    """A fenced append failed: another worker has taken this partition over."""
 
 
 async def _log_error(exc: Exception) -> None:
