@@ -40,6 +40,7 @@ def test_drain_hands_every_partition_over_and_the_status_page_shows_the_cluster(
     assert len(cluster["workers"]) == 2  # type: ignore[arg-type]
     assert len(cluster["partition_rows"]) == 8  # type: ignore[arg-type]
     assert retiring.get("/readyz")[0] == 200
+    assert retiring.post("/cluster/drain", {}, auth=None)[0] == 401  # a drain needs credentials
 
     devices = [f"d{n}" for n in range(12)]
     for device in devices:

@@ -11,7 +11,7 @@ import orjson
 
 from s3forward.cluster.connection import publish_error
 from s3forward.cluster.publish import Ack, _ack_of
-from s3forward.cluster.status import ClusterState, cluster_snapshot
+from s3forward.cluster.status import ClusterState, LeaseWatch, cluster_snapshot
 from s3forward.cluster.worker import ClusterWorker
 from s3forward.config import Config, config_from_mapping
 from s3forward.errors import SpoolFullError, SpoolUnavailableError
@@ -159,3 +159,19 @@ def test_pipelined_acks_read_as_jetstream_meant_them() -> None:
     assert isinstance(publish_error(full, retry_after=2), SpoolFullError)
     nobody = _ack_of(_reply(b"", {"Status": "503"}))
     assert isinstance(publish_error(nobody, retry_after=2), SpoolUnavailableError)
+
+
+def test_lease_watch_forgets_entries_the_bucket_ttl_expired() -> None:
+    """A TTL expiry sends no watch event: an entry not refreshed within lease_ttl is gone, so
+    a dead worker's partitions show as unowned and the worker disappears."""
+    watch = LeaseWatch(leases=None, partitions=2, lease_ttl=3.0)  # type: ignore[arg-type]
+    now = time.monotonic()
+    watch._entries = {
+        "p.0": (b"alive-worker", now),
+        "w.alive-worker": (b'{"lease_moves": 1}', now),
+        "p.1": (b"dead-worker", now - 10),
+        "w.dead-worker": (b'{"lease_moves": 1}', now - 10),
+    }
+    summary = watch.state().summary(time.time())
+    assert summary["unowned_partitions"] == [1]
+    assert [w["id"] for w in summary["workers"]] == ["alive-worker"]
