@@ -456,12 +456,16 @@ class _PartitionRunner:
                 await self._subscribe(replay.next_seq)
                 continue
             entries = await self._entries(msgs)
-            for entry in entries:
-                files = replay.feed(entry)
-                for index, sealed in enumerate(files):
+            # Windowing and file building run in a thread, so that on a node that is also an
+            # ingest node the event loop keeps answering (and acking) while files are built.
+            # Each file's low watermark is taken right after the entry that sealed it, as if
+            # the chunk were fed one entry at a time; the records and writes then follow in
+            # log order, each record before its file.
+            applied = await asyncio.to_thread(_feed_chunk, replay, entries)
+            for entry, files, lows in applied:
+                for sealed, low in zip(files, lows, strict=True):
                     if not sealed.recorded:
-                        later = [f.record for f in files[index:]]
-                        record = {**sealed.record.to_json(), "low": replay.low_watermark(later)}
+                        record = {**sealed.record.to_json(), "low": low}
                         seq = await self._append(record)
                         self.records.append((seq, sealed.record.last[0]))
                     await self._write(sealed)
@@ -657,6 +661,22 @@ class _PartitionRunner:
         status.low_watermark = replay.low_watermark()
         status.open_windows = replay.open_windows
         status.oldest_open_at = replay.oldest_open_at()
+
+
+def _feed_chunk(
+    replay: PartitionReplay, entries: list[LogEntry]
+) -> list[tuple[LogEntry, list[SealedFile], list[int]]]:
+    """Feed ``entries`` in order; per entry its sealed files and each file's low watermark
+    (the lowest position still needed with that file and the ones sealed after it unwritten).
+    Only the partition's runner calls it, and it awaits the result: one thread at a time."""
+    out: list[tuple[LogEntry, list[SealedFile], list[int]]] = []
+    for entry in entries:
+        files = replay.feed(entry)
+        lows = [
+            replay.low_watermark([f.record for f in files[index:]]) for index in range(len(files))
+        ]
+        out.append((entry, files, lows))
+    return out
 
 
 __all__ = ["ClusterWorker", "PartitionStatus", "WorkerStatus", "default_worker_id"]
