@@ -171,19 +171,23 @@ def main(argv: list[str] | None = None) -> int:
             name = f"b{uuid.uuid4().hex[:6]}"
             bucket = workdir / "cluster" / "bucket"
             ingest = Node(workdir / "cluster" / "ingest", nats.urls, name, '["ingest"]')
-            init = subprocess.run(
-                [
-                    str(Path(sys.executable).parent / "s3forward"),
-                    "cluster",
-                    "init",
-                    "--config",
-                    str(ingest.config),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if init.returncode != 0:
+            for _attempt in range(20):  # right after start, a peer may not be placeable yet
+                init = subprocess.run(
+                    [
+                        str(Path(sys.executable).parent / "s3forward"),
+                        "cluster",
+                        "init",
+                        "--config",
+                        str(ingest.config),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if init.returncode == 0:
+                    break
+                time.sleep(1.0)
+            else:
                 raise RuntimeError(init.stderr)
             workers = [Node(workdir / "cluster" / "w1", nats.urls, name, '["worker"]')]
             delivered_so_far = 0
