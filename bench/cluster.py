@@ -36,10 +36,38 @@ import load
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (and its reaped children) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _own_cpu(pid: int) -> float:
+    """User + system CPU of one process (and its reaped children) so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return sum(int(v) for v in fields[11:15]) / _TICK
+
+
+def _descendants(pid: int) -> list[int]:
+    """Live descendant processes (single-node mode builds files in a process pool)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU of a process and of its live descendants, so far. Counting the descendants matters:
+    single-node mode builds its files in a spawned process pool whose CPU is not in the
+    parent's own figures until the pool exits (the first version of this script missed it)."""
+    return _own_cpu(pid) + sum(_own_cpu(c) for c in _descendants(pid))
 
 
 def cluster_toml(port: int, workdir: Path, urls: list[str], name: str, roles: str) -> str:
@@ -143,19 +171,23 @@ def main(argv: list[str] | None = None) -> int:
             name = f"b{uuid.uuid4().hex[:6]}"
             bucket = workdir / "cluster" / "bucket"
             ingest = Node(workdir / "cluster" / "ingest", nats.urls, name, '["ingest"]')
-            init = subprocess.run(
-                [
-                    str(Path(sys.executable).parent / "s3forward"),
-                    "cluster",
-                    "init",
-                    "--config",
-                    str(ingest.config),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if init.returncode != 0:
+            for _attempt in range(20):  # right after start, a peer may not be placeable yet
+                init = subprocess.run(
+                    [
+                        str(Path(sys.executable).parent / "s3forward"),
+                        "cluster",
+                        "init",
+                        "--config",
+                        str(ingest.config),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if init.returncode == 0:
+                    break
+                time.sleep(1.0)
+            else:
                 raise RuntimeError(init.stderr)
             workers = [Node(workdir / "cluster" / "w1", nats.urls, name, '["worker"]')]
             delivered_so_far = 0

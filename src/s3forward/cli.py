@@ -699,7 +699,7 @@ def spool_export(config_path: Path | None, directory: Path, connection_name: str
 
 @main.group("cluster")
 def cluster_group() -> None:
-    """Cluster mode on NATS JetStream: create and check streams and buckets."""
+    """Cluster mode on NATS JetStream: create and check streams and buckets, drain a worker."""
 
 
 def _cluster_config(config_path: Path) -> Config:
@@ -749,6 +749,62 @@ def cluster_check(config_path: Path) -> None:
         click.echo(f"{mark} {result.name}: {result.message}{fix}")
     if not all(r.ok for r in results):
         sys.exit(EXIT_FAILED)
+
+
+@cluster_group.command("drain")
+@click.option(
+    "--config", "config_path", required=True, type=click.Path(path_type=Path, dir_okay=False)
+)
+@click.option("--url", help="Base URL of the worker to retire (default: the config's address).")
+@click.option("--wait", "wait_s", default=120.0, show_default=True, help="Seconds to wait.")
+def cluster_drain(config_path: Path, url: str | None, wait_s: float) -> None:
+    """Retire a worker: it hands every partition over, then may be stopped.
+
+    Asks the worker to drain (POST /cluster/drain), then waits until it owns no partition.
+    Its open windows are rebuilt from the log by the workers that take its partitions.
+    """
+    import base64
+    import time
+    import urllib.error
+    import urllib.request
+
+    config = _cluster_config(config_path)
+    if url is None:
+        host = config.server.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        url = f"http://{host}:{config.server.port}"
+    if not url.startswith(("http://", "https://")):
+        _fail(f"--url expects http://HOST:PORT, got {url!r}", EXIT_USAGE)
+    first = next((i for i in config.inputs.values() if i.web is None), None)
+    if first is None:
+        _fail("the config has no Events API input whose credentials could authorise the drain")
+    token = base64.b64encode(f"{first.api_key}:{first.api_secret.reveal()}".encode()).decode()
+    base = url.rstrip("/")
+    request = urllib.request.Request(base + "/cluster/drain", data=b"", method="POST")  # noqa: S310 - checked
+    request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - http(s) URL
+            worker = orjson.loads(response.read()).get("worker")
+    except urllib.error.HTTPError as exc:
+        _fail(
+            f"{url} refused the drain: HTTP {exc.code} {exc.read()[:200].decode(errors='replace')}"
+        )
+    except (urllib.error.URLError, OSError) as exc:
+        _fail(f"nothing answers at {url}: {exc}")
+    click.echo(f"worker {worker} is draining")
+    deadline = time.monotonic() + wait_s
+    owned: list[int] = []
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(base + "/cluster/status.json", timeout=10) as response:  # noqa: S310 - http(s) URL
+                owned = orjson.loads(response.read())["worker"]["owned"]
+        except (urllib.error.URLError, OSError, KeyError):
+            owned = [-1]
+        if not owned:
+            click.echo(f"worker {worker} owns no partition: safe to stop it")
+            return
+        time.sleep(0.5)
+    _fail(f"worker {worker} still owns partitions {owned} after {wait_s:g}s")
 
 
 def run() -> None:  # pragma: no cover - console entry point alias

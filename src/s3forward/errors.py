@@ -33,7 +33,7 @@ False (terminal: the input, the config or an operator must change something)::
     │   ├── SpoolUnavailableError           yes    disk full, unwritable, unreadable (503)
     │   ├── SpoolVersionError               no     written by a newer s3forward
     │   └── FencedError                     no     a newer owner took the log over
-    ├── ClusterError                        yes  JetStream could not do what was asked
+    ├── ClusterError                        yes  cluster mode: JetStream unreachable or refusing
     └── StoppingError                       yes  the service is shutting down (503)
 
 Third-party exceptions (botocore, sqlite3, gzip) are translated into this tree where they are
@@ -162,7 +162,8 @@ class FencedError(SpoolError):
 
 
 class ClusterError(S3ForwardError):
-    """JetStream could not do what cluster mode asked (unreachable, no leader, refused)."""
+    """Cluster mode (issue 9): JetStream could not do what was asked (unreachable, no leader,
+    refused). Translated from nats-py in ``cluster/connection.py`` only."""
 
     transient = True
 

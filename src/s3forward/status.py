@@ -391,6 +391,11 @@ def _inputs(registry: CollectorRegistry, config: Config) -> list[dict[str, Any]]
 # Reading the spool
 
 
+def input_facts(registry: CollectorRegistry, config: Config) -> list[dict[str, Any]]:
+    """The per-input counters of a snapshot (cluster mode's snapshot uses them too)."""
+    return _inputs(registry, config)
+
+
 def snapshot_from_spool(config: Config) -> Snapshot:
     """The facts, as far as the spool file knows them, for when the server is not running.
 
@@ -511,12 +516,41 @@ def plain_lines(snap: Snapshot) -> Iterable[str]:
             f"input {i['name']}: {i['batches_received']} batches, {i['events_received']} events, "
             f"{i['batches_deduplicated']} deduplicated, {rejected} requests rejected"
         )
+    if snap.get("cluster"):
+        yield from _cluster_lines(snap["cluster"])
     if snap["recent_files"]:
         yield ""
         yield "last files delivered:"
         for f in snap["recent_files"][:10]:
             when = ago(now - f["delivered_at"]) if f["delivered_at"] else ""
             yield f"  {f['key']}  {_size(f['stored_bytes'])}  {when}"
+
+
+def _cluster_lines(cluster: Mapping[str, Any]) -> Iterable[str]:
+    """Cluster mode (issue 9): the workers, the partitions and the cluster-wide sums."""
+    yield ""
+    if cluster.get("error"):
+        yield f"cluster: {cluster['error']}"
+    if "partitions" not in cluster:
+        yield "cluster: no reading of the lease bucket yet"
+        return
+    unowned = cluster["unowned_partitions"]
+    yield (
+        f"cluster: {len(cluster['workers'])} workers, {cluster['partitions']} partitions "
+        f"({len(unowned)} unowned), lag {cluster['lag_messages']} messages, "
+        f"oldest undelivered {duration(cluster['oldest_undelivered_age_seconds'])}, "
+        f"lease moves {cluster['lease_moves']}"
+    )
+    for w in cluster["workers"]:
+        flag = "  DRAINING" if w["draining"] else ""
+        owned = ",".join(str(p) for p in w["partitions_owned"]) or "-"
+        yield f"  worker {w['id']}: partitions {owned}; lease moves {w['lease_moves']}{flag}"
+    for row in cluster["partition_rows"]:
+        if row["lag"] or row["owner"] is None:
+            yield (
+                f"  partition {row['partition']}: owner {row['owner'] or '-'} "
+                f"[{row['state']}] lag {row['lag']}, open windows {row['open_windows']}"
+            )
 
 
 def _size(n: float) -> str:
@@ -537,6 +571,7 @@ __all__ = [
     "describe_health",
     "duration",
     "export_path",
+    "input_facts",
     "plain_lines",
     "preview",
     "sample_values",

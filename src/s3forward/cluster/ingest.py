@@ -5,7 +5,8 @@ a deterministic ``Nats-Msg-Id``, so a client's retry within the stream's ``dupli
 is stored once. ``submit`` returns only after every batch of the request has JetStream's
 replicated ack (fsync'd with ``sync_interval: always``); the API answers 202 after that.
 
-A bulk request whose batches span partitions is published concurrently; if any publish fails,
+A bulk request's batches are published pipelined (``publish.PipelinedPublisher``: all written
+at once, one deadline for all the acks); if any publish fails,
 the request fails (503/429) and the client's retry publishes every batch again: the ones that
 were stored dedup on their message id, the others are stored now. So from the client's view the
 request is all-or-nothing.
@@ -17,7 +18,6 @@ exact bytes. The 7-day ``source_request_id`` promise is kept by the workers (req
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import random
 from typing import Any
@@ -28,6 +28,7 @@ from nats.aio.client import Client
 
 from s3forward.cluster.connection import ClusterError, connect, publish_error
 from s3forward.cluster.naming import ClusterNames, partition_of
+from s3forward.cluster.publish import Ack, Outbound, PipelinedPublisher
 from s3forward.config import ClusterSettings, Config
 from s3forward.errors import SpoolUnavailableError, StoppingError
 from s3forward.intake import SubmitResult
@@ -60,19 +61,29 @@ class JetStreamIntake:
         self.cluster = cluster
         self.names = ClusterNames.of(cluster)
         self._nc: Client | None = None
+        self._publisher: PipelinedPublisher | None = None
         self._stopping = False
         self._rng = random.Random()
 
     async def start(self) -> None:
         self._nc = await connect(self.cluster, name="s3forward-ingest")
+        self._publisher = PipelinedPublisher(self._nc)
+        await self._publisher.start()
 
     def stop_intake(self) -> None:
         self._stopping = True
 
     async def close(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.close()
+            self._publisher = None
         if self._nc is not None:
             await self._nc.drain()
             self._nc = None
+
+    @property
+    def connection(self) -> Client | None:
+        return self._nc
 
     def ready(self) -> tuple[bool, str]:
         if self._stopping:
@@ -88,18 +99,18 @@ class JetStreamIntake:
             raise StoppingError("s3forward is shutting down and takes no new data")
         if input_name not in self.config.inputs:
             raise ValueError(f"unknown input {input_name!r}")
-        nc = self._nc
-        if nc is None or not nc.is_connected:
+        nc, publisher = self._nc, self._publisher
+        if nc is None or publisher is None or not nc.is_connected:
             raise SpoolUnavailableError("not connected to NATS; retry later")
         if isinstance(batches, ValidatedBatches) and len(batches.encoded) == len(batches):
             bodies = batches.encoded
         else:
             bodies = [orjson.dumps(b) for b in batches]
-        js = nc.jetstream()
         received_ms = str(int(received_at * 1000))
-        publishes = []
+        messages = []
+        partitions = self.names.partitions
         for batch, body in zip(batches, bodies, strict=True):
-            partition = partition_of(input_name, device_key(batch), self.names.partitions)
+            partition = partition_of(input_name, device_key(batch), partitions)
             headers = {
                 MSG_ID: message_id(input_name, batch, body),
                 HEADER_INPUT: input_name,
@@ -109,23 +120,22 @@ class JetStreamIntake:
             request_id = batch.get("source_request_id")
             if isinstance(request_id, str) and request_id:
                 headers[HEADER_REQUEST_ID] = request_id
-            publishes.append(
-                js.publish(
+            messages.append(
+                Outbound(
                     self.names.data_subject(partition),
                     body,
-                    timeout=self.cluster.ack_timeout,
-                    stream=self.names.data_stream(partition),
-                    headers=headers,
+                    headers,
+                    self.names.data_stream(partition),
                 )
             )
-        results = await asyncio.gather(*publishes, return_exceptions=True)
+        results = await publisher.publish_all(messages, timeout=self.cluster.ack_timeout)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             for failure in failures:
                 if not isinstance(failure, nats.errors.Error | TimeoutError | ClusterError):
                     raise failure
             raise publish_error(failures[0], retry_after=self.config.spool.retry_after)
-        duplicates = sum(1 for r in results if getattr(r, "duplicate", False))
+        duplicates = sum(1 for r in results if isinstance(r, Ack) and r.duplicate)
         return SubmitResult(stored=len(results) - duplicates, duplicates=duplicates)
 
 

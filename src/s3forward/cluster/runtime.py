@@ -1,7 +1,9 @@
 """Wiring of ``s3forward serve`` in cluster mode: an ingest node, a worker, or both.
 
-Every role serves HTTP: ``/healthz``, ``/readyz``, ``/metrics`` and ``/cluster/status.json``
-(partitions owned, per-partition lag and low watermark, lease moves, live workers). A node
+Every role serves HTTP: ``/healthz``, ``/readyz``, ``/metrics``, the status page (``/``,
+``/status.json``, read by ``s3forward status``) with the whole cluster's partitions, owners, lag,
+lease moves and oldest undelivered age (``cluster.status``), and ``/cluster/status.json`` (this
+worker's own partitions in detail). A node
 without the ingest role answers the Events API with 503 (``this node has no ingest role``).
 SIGTERM/SIGINT stop intake, stop the partitions, give the leases back (another worker takes
 over within one lease round) and close the connection.
@@ -17,13 +19,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import nats.errors
 import structlog
 from prometheus_client import Gauge
 
-from s3forward.api.app import IngestApp
+from s3forward.api.app import IngestApp, Request
+from s3forward.api.auth import Authenticator, BadCredentials, MissingCredentials
 from s3forward.api.responses import Response, json_response
 from s3forward.api.server import make_uvicorn_server
+from s3forward.api.status_page import status_routes
 from s3forward.cluster.ingest import JetStreamIntake
+from s3forward.cluster.naming import ClusterNames
+from s3forward.cluster.status import ClusterState, LeaseWatch, cluster_snapshot
 from s3forward.cluster.worker import ClusterWorker, WorkerStatus
 from s3forward.config import ClusterRole, ClusterSettings, Config
 from s3forward.errors import SpoolUnavailableError
@@ -67,11 +74,32 @@ class ClusterMetrics:
             registry=r,
         )
 
+        self.cluster_lag = Gauge(
+            "s3forward_cluster_lag_messages",
+            "Messages in every partition's log not yet applied by its owner, cluster-wide",
+            registry=r,
+        )
+        self.cluster_oldest = Gauge(
+            "s3forward_cluster_oldest_undelivered_age_seconds",
+            "Age of the oldest data not yet delivered, cluster-wide (from the heartbeats)",
+            registry=r,
+        )
+        self.unowned = Gauge(
+            "s3forward_cluster_unowned_partitions",
+            "Partitions no worker holds a lease on",
+            registry=r,
+        )
         self.oldest_open_age = Gauge(
             "s3forward_cluster_oldest_open_window_age_seconds",
             "Age of this worker's oldest open window (max over workers: the cluster's)",
             registry=r,
         )
+
+    def update_cluster(self, state: ClusterState) -> None:
+        summary = state.summary(time.time())
+        self.cluster_lag.set(summary["lag_messages"])
+        self.cluster_oldest.set(summary["oldest_undelivered_age_seconds"])
+        self.unowned.set(len(summary["unowned_partitions"]))
 
     def update(self, status: WorkerStatus) -> None:
         self.partitions_owned.set(len(status.partitions))
@@ -83,7 +111,7 @@ class ClusterMetrics:
         self.oldest_open_age.set(max(0.0, time.time() - min(opened)) if opened else 0.0)
         for p in status.partitions.values():
             label = str(p.partition)
-            self.partition_lag.labels(label).set(max(0, p.last_seq + 1 - p.next_seq))
+            self.partition_lag.labels(label).set(p.lag)
             self.open_windows.labels(label).set(p.open_windows)
             self.backlog.labels(label).set(max(0, p.next_seq - p.low_watermark))
 
@@ -122,12 +150,29 @@ class ClusterService:
         )
         self.started_at = time.time()
         self.cluster_metrics = ClusterMetrics(self.metrics)
+        self.names = ClusterNames.of(self.cluster)
+        self.cluster_state: ClusterState | None = None
         self._server: Any = None
 
     def readiness(self) -> tuple[bool, str]:
         if self.worker is not None:
             return self.worker.ready()
         return True, "ok"
+
+    def snapshot(self) -> dict[str, Any]:
+        """The status page's facts (``cluster.status``); the cluster part is at most one
+        refresh (2 s) old."""
+        intake_ready = self.intake.ready() if self.intake is not None else (True, "ok")
+        ready = intake_ready if not intake_ready[0] else self.readiness()
+        return cluster_snapshot(
+            self.config,
+            self.metrics,
+            roles=[r.value for r in self.cluster.roles],
+            started_at=self.started_at,
+            readiness=ready,
+            state=self.cluster_state,
+            node_worker=self.worker.worker_id if self.worker is not None else None,
+        )
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -140,18 +185,42 @@ class ClusterService:
                 "id": status.worker_id,
                 "live_workers": status.live_workers,
                 "lease_moves": status.lease_moves,
+                "draining": status.draining,
+                "owned": sorted(status.partitions),
                 "last_error": status.last_error,
                 "partitions": [
-                    {**dataclasses.asdict(p), "lag": max(0, p.last_seq + 1 - p.next_seq)}
+                    {**dataclasses.asdict(p), "lag": p.lag}
                     for p in sorted(status.partitions.values(), key=lambda p: p.partition)
                 ],
             }
         return out
 
     async def _refresh_gauges(self) -> None:
-        while self.worker is not None:
-            self.cluster_metrics.update(self.worker.status)
-            await asyncio.sleep(2.0)
+        nc = self.worker.connection if self.worker is not None else None
+        if nc is None and self.intake is not None:
+            nc = self.intake.connection
+        watch: LeaseWatch | None = None
+        try:
+            while True:
+                if self.worker is not None:
+                    self.cluster_metrics.update(self.worker.status)
+                try:
+                    if watch is None and nc is not None:
+                        js = nc.jetstream(timeout=5)
+                        leases = await js.key_value(self.names.lease_bucket)
+                        watch = LeaseWatch(leases, self.names.partitions, self.cluster.lease_ttl)
+                        watch.start()
+                except (nats.errors.Error, TimeoutError) as exc:
+                    state = ClusterState(self.names.partitions, read_at=time.time())
+                    state.error = f"cannot read the lease bucket: {exc or type(exc).__name__}"
+                    self.cluster_state = state
+                if watch is not None:
+                    self.cluster_state = watch.state()
+                    self.cluster_metrics.update_cluster(self.cluster_state)
+                await asyncio.sleep(2.0)
+        finally:
+            if watch is not None:
+                await watch.stop()
 
     def request_stop(self) -> None:
         if self.intake is not None:
@@ -163,13 +232,33 @@ class ClusterService:
         async def status_json(_request: object) -> Response:
             return json_response(200, self.status())
 
+        authenticator = Authenticator(self.config.inputs)
+
+        async def drain(request: Request) -> Response:
+            """POST /cluster/drain (an input's Basic credentials): retire this worker."""
+            try:
+                authenticator.authenticate(request.headers.get(b"authorization"))
+            except MissingCredentials:
+                return json_response(401, {"error": "credentials required"})
+            except BadCredentials:
+                return json_response(403, {"error": "invalid credentials"})
+            if self.worker is None:
+                return json_response(409, {"error": "this node has no worker role to drain"})
+            self.worker.drain()
+            log.warning("draining: handing every partition over", worker=self.worker.worker_id)
+            return json_response(202, {"draining": True, "worker": self.worker.worker_id})
+
         intake = self.intake if self.intake is not None else NoIngest()
         app = IngestApp(
             self.config,
             intake,
             self.metrics,
             readiness=self.readiness,
-            extra_routes={("GET", "/cluster/status.json"): status_json},
+            extra_routes={
+                **status_routes(self.config, self.snapshot),
+                ("GET", "/cluster/status.json"): status_json,
+                ("POST", "/cluster/drain"): drain,
+            },
         )
         server = make_uvicorn_server(app, self.config.server.host, self.config.server.port)
         self._server = server

@@ -59,11 +59,13 @@ from s3forward.cluster.ingest import (
     HEADER_TICK,
 )
 from s3forward.cluster.naming import ClusterNames
+from s3forward.cluster.publish import Ack, Outbound, PipelinedPublisher
 from s3forward.cluster.replay import LogEntry, PartitionReplay, SealedFile, SealRecord
 from s3forward.config import ClusterSettings, Config
 from s3forward.delivery import backoff_delay
 from s3forward.errors import KeyTakenError, PermanentSinkError, S3ForwardError, SinkError
 from s3forward.files import with_new_digits
+from s3forward.layout import EncodedObject
 from s3forward.sinks.base import Sink, WriteOutcome
 
 log = structlog.get_logger("s3forward.cluster.worker")
@@ -98,6 +100,19 @@ class PartitionStatus:
     open_windows: int = 0
     files_written: int = 0
     oldest_open_at: float | None = None
+    pending: int = 0  # messages in the stream after the last one read (JetStream's num_pending)
+    writing_since: float | None = None  # a sealed file's write began then and has not ended
+
+    @property
+    def lag(self) -> int:
+        """Messages in the partition's log not yet applied by its owner."""
+        return self.pending + max(0, self.last_seq + 1 - self.next_seq)
+
+    @property
+    def oldest_undelivered_at(self) -> float | None:
+        """When the oldest data this partition still has to deliver arrived (broker time)."""
+        times = [t for t in (self.oldest_open_at, self.writing_since) if t is not None]
+        return min(times) if times else None
 
 
 @dataclass
@@ -107,6 +122,30 @@ class WorkerStatus:
     partitions: dict[int, PartitionStatus] = field(default_factory=dict)
     lease_moves: int = 0
     last_error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    last_lease_round_at: float | None = None  # the last heartbeat that JetStream took
+    owned_some_at: float | None = None  # the last lease round that ended owning a partition
+    draining: bool = False
+
+    def report(self) -> dict[str, Any]:
+        """The heartbeat's value: what every node reads to show the cluster (status.py)."""
+        return {
+            "at": time.time(),
+            "lease_moves": self.lease_moves,
+            "draining": self.draining,
+            "last_error": self.last_error,
+            "partitions": {
+                str(p.partition): {
+                    "state": p.state,
+                    "lag": p.lag,
+                    "backlog": max(0, p.next_seq - p.low_watermark),
+                    "open_windows": p.open_windows,
+                    "files_written": p.files_written,
+                    "oldest_undelivered_at": p.oldest_undelivered_at,
+                }
+                for p in self.partitions.values()
+            },
+        }
 
 
 class ClusterWorker:
@@ -130,6 +169,7 @@ class ClusterWorker:
         self._js: JetStreamContext | None = None
         self._leases: KeyValue | None = None
         self._requests: KeyValue | None = None
+        self._publisher: PipelinedPublisher | None = None
         self._owned: dict[int, int] = {}  # partition -> lease revision
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._lease_task: asyncio.Task[None] | None = None
@@ -142,6 +182,8 @@ class ClusterWorker:
         self._js = self._nc.jetstream(timeout=10)
         self._leases = await self._js.key_value(self.names.lease_bucket)
         self._requests = await self._js.key_value(self.names.request_bucket)
+        self._publisher = PipelinedPublisher(self._nc)
+        await self._publisher.start()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="cluster-leases")
         log.info("cluster worker started", worker=self.worker_id)
 
@@ -155,15 +197,39 @@ class ClusterWorker:
         for partition in list(self._tasks):
             await self._release(partition)
         if self._leases is not None:
-            with contextlib.suppress(nats.errors.Error, TimeoutError):
-                await self._leases.delete(f"w.{self.worker_id}")
+            for beat in ("w", "d"):
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await self._leases.delete(f"{beat}.{self.worker_id}")
+        if self._publisher is not None:
+            await self._publisher.close()
         if self._nc is not None:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await self._nc.close()
 
-    def ready(self) -> tuple[bool, str]:
+    @property
+    def connection(self) -> Client | None:
+        return self._nc
+
+    def ready(self, now: float | None = None) -> tuple[bool, str]:
+        """Red when this worker cannot do its share: no connection, heartbeats that JetStream
+        does not take (its leases are expiring), or no partition for several lease rounds
+        while there are enough partitions for every live worker."""
+        now = time.time() if now is None else now
+        status = self.status
+        if status.draining:
+            if self._owned:
+                return False, f"draining: {len(self._owned)} partitions still to hand over"
+            return False, "drained: owns no partition; safe to stop"
         if self._nc is None or not self._nc.is_connected:
             return False, "not connected to NATS"
+        grace = 3 * self.cluster.lease_ttl
+        heartbeat = status.last_lease_round_at or status.started_at
+        if now - heartbeat > self.cluster.lease_ttl:
+            return False, f"no lease heartbeat taken for {now - heartbeat:.0f}s"
+        enough = len(status.live_workers) <= self.names.partitions
+        owned = status.owned_some_at or status.started_at
+        if enough and now - owned > grace:
+            return False, f"owns no partition for {now - owned:.0f}s"
         return True, "ok"
 
     # ---------------------------------------------------------------- leases
@@ -177,17 +243,35 @@ class ClusterWorker:
                 log.warning("lease round failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(self.cluster.lease_ttl / 3)
 
+    def drain(self) -> None:
+        """Retire this worker without stopping it: from the next lease round on it leaves the
+        live set (its heartbeat becomes ``d.<id>``), gives every partition back, and the other
+        workers take them over (rebuilding open windows from the log). It takes none again."""
+        self.status.draining = True
+
     async def _lease_round(self) -> None:
         leases = self._leases
         assert leases is not None
-        await leases.put(f"w.{self.worker_id}", b"alive")
+        draining = self.status.draining
+        beat = f"{'d' if draining else 'w'}.{self.worker_id}"
+        await leases.put(beat, orjson.dumps(self.status.report()))
+        if draining:
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+                await leases.delete(f"w.{self.worker_id}")
+        self.status.last_lease_round_at = time.time()
         try:
             keys = await leases.keys()
         except nats.js.errors.NoKeysError:
             keys = []
-        live = sorted({k[2:] for k in keys if k.startswith("w.")} | {self.worker_id})
+        live = sorted({k[2:] for k in keys if k.startswith("w.")} - {self.worker_id})
+        if not draining:
+            live = sorted({*live, self.worker_id})
         self.status.live_workers = live
-        mine = {p for p in range(self.names.partitions) if live[p % len(live)] == self.worker_id}
+        mine = {
+            p
+            for p in range(self.names.partitions)
+            if not draining and live[p % len(live)] == self.worker_id
+        }
         for partition in sorted(set(self._owned) - mine):
             await self._release(partition)
         for partition in sorted(set(self._owned) & mine):
@@ -214,6 +298,8 @@ class ClusterWorker:
                 self._run_partition(partition), name=f"partition-{partition}"
             )
             log.info("lease acquired", partition=partition, worker=self.worker_id)
+        if self._owned or draining:
+            self.status.owned_some_at = time.time()
 
     async def _stop_partition(self, partition: int) -> None:
         task = self._tasks.pop(partition, None)
@@ -370,12 +456,16 @@ class _PartitionRunner:
                 await self._subscribe(replay.next_seq)
                 continue
             entries = await self._entries(msgs)
-            for entry in entries:
-                files = replay.feed(entry)
-                for index, sealed in enumerate(files):
+            # Windowing and file building run in a thread, so that on a node that is also an
+            # ingest node the event loop keeps answering (and acking) while files are built.
+            # Each file's low watermark is taken right after the entry that sealed it, as if
+            # the chunk were fed one entry at a time; the records and writes then follow in
+            # log order, each record before its file.
+            applied = await asyncio.to_thread(_feed_chunk, replay, entries)
+            for entry, files, lows in applied:
+                for sealed, low in zip(files, lows, strict=True):
                     if not sealed.recorded:
-                        later = [f.record for f in files[index:]]
-                        record = {**sealed.record.to_json(), "low": replay.low_watermark(later)}
+                        record = {**sealed.record.to_json(), "low": low}
                         seq = await self._append(record)
                         self.records.append((seq, sealed.record.last[0]))
                     await self._write(sealed)
@@ -430,12 +520,39 @@ class _PartitionRunner:
                     int(headers.get(HEADER_BATCH_ID, "0")),
                 )
             )
+        if msgs:
+            pending = msgs[-1].metadata.num_pending or 0
+            self.status.pending = int(pending) + int(self._sub.pending_msgs if self._sub else 0)
         if checks:
-            verdicts = await asyncio.gather(*(self._is_duplicate(k, s) for _, k, s in checks))
+            verdicts = await self._are_duplicates([(k, s) for _, k, s in checks])
             for (index, _, _), duplicate in zip(checks, verdicts, strict=True):
                 if duplicate:
                     entries[index] = dataclasses.replace(entries[index], duplicate=True)
         return entries
+
+    async def _are_duplicates(self, checks: list[tuple[str, int]]) -> list[bool]:
+        """``_is_duplicate`` for a chunk: the creates pipelined, one round trip for all.
+
+        A create refused because the key exists (or any other trouble) takes the careful
+        one-at-a-time path, which reads the entry and retries."""
+        publisher = self.worker._publisher
+        assert publisher is not None
+        creates = [
+            Outbound(
+                f"$KV.{self.names.request_bucket}.{key}",
+                f"{self.partition}:{seq}".encode(),
+                {EXPECTED_LAST_SUBJECT_SEQ: "0"},
+                f"KV_{self.names.request_bucket}",
+            )
+            for key, seq in checks
+        ]
+        results = await publisher.publish_all(creates, timeout=10)
+        verdicts = [False] * len(checks)
+        for index, result in enumerate(results):
+            if not isinstance(result, Ack):
+                key, seq = checks[index]
+                verdicts[index] = await self._is_duplicate(key, seq)
+        return verdicts
 
     async def _is_duplicate(self, key: str, seq: int) -> bool:
         """First position wins, recorded in the request KV: replays decide the same."""
@@ -458,8 +575,15 @@ class _PartitionRunner:
 
     async def _write(self, sealed: SealedFile) -> None:
         sink = self.worker.sinks[sealed.record.connection]
-        delivery = self.worker.config.delivery
         obj = sealed.built.obj
+        self.status.writing_since = sealed.record.sealed_at
+        try:
+            await self._write_until_done(sealed, sink, obj)
+        finally:
+            self.status.writing_since = None
+
+    async def _write_until_done(self, sealed: SealedFile, sink: Sink, obj: EncodedObject) -> None:
+        delivery = self.worker.config.delivery
         attempt = 0
         while True:
             try:
@@ -547,6 +671,22 @@ class _PartitionRunner:
         status.low_watermark = replay.low_watermark()
         status.open_windows = replay.open_windows
         status.oldest_open_at = replay.oldest_open_at()
+
+
+def _feed_chunk(
+    replay: PartitionReplay, entries: list[LogEntry]
+) -> list[tuple[LogEntry, list[SealedFile], list[int]]]:
+    """Feed ``entries`` in order; per entry its sealed files and each file's low watermark
+    (the lowest position still needed with that file and the ones sealed after it unwritten).
+    Only the partition's runner calls it, and it awaits the result: one thread at a time."""
+    out: list[tuple[LogEntry, list[SealedFile], list[int]]] = []
+    for entry in entries:
+        files = replay.feed(entry)
+        lows = [
+            replay.low_watermark([f.record for f in files[index:]]) for index in range(len(files))
+        ]
+        out.append((entry, files, lows))
+    return out
 
 
 __all__ = ["ClusterWorker", "PartitionStatus", "WorkerStatus", "default_worker_id"]

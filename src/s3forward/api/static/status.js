@@ -171,9 +171,48 @@
     ], "no file written yet", 5);
   }
 
+  // Cluster mode (issue 9): built on first use, so the single-node page is unchanged.
+  function renderCluster(s) {
+    const c = s.cluster;
+    let box = $("cluster");
+    if (!c) { if (box) box.remove(); return; }
+    if (!box) {
+      box = el("section", { id: "cluster" }, [
+        el("h2", { text: "Cluster" }),
+        el("dl", { cls: "facts card", id: "cluster-facts" }),
+        el("div", { cls: "scroll" }, [el("table", {}, [
+          el("thead", {}, [el("tr", {}, ["Partition", "Owner", "State", "Lag", "Open windows", "Oldest undelivered"]
+            .map((h, i) => el("th", i >= 3 ? { cls: "num", text: h } : { text: h })))]),
+          el("tbody", { id: "cluster-partitions" }),
+        ])]),
+      ]);
+      $("connections").parentNode.insertBefore(box, $("connections").previousElementSibling);
+    }
+    const now = s.generated_at;
+    if (c.partitions === undefined) {
+      $("cluster-facts").replaceChildren(fact("Cluster", c.error || "no reading yet"));
+      return;
+    }
+    const workers = c.workers.map((w) => w.id + " (" + w.partitions_owned.length + (w.draining ? ", draining" : "") + ")");
+    $("cluster-facts").replaceChildren(
+      fact("Workers", workers.join(", ") || "none"),
+      fact("Partitions unowned", c.unowned_partitions.length ? c.unowned_partitions.join(", ") : "none", "unowned_partitions"),
+      fact("Lag (messages)", int(c.lag_messages), "lag_messages"),
+      fact("Oldest undelivered", c.oldest_undelivered_age_seconds > 0 ? dur(c.oldest_undelivered_age_seconds) : "none"),
+      fact("Lease moves", int(c.lease_moves), "lease_moves"),
+      fact("Read", c.error ? c.error : ago(c.read_at, now)),
+    );
+    rows("cluster-partitions", c.partition_rows, (r) => [
+      td(String(r.partition)), td(r.owner || "none", r.owner ? "" : "err"), td(r.state),
+      td(int(r.lag), "num"), td(int(r.open_windows), "num"),
+      td(r.oldest_undelivered_at ? dur(now - r.oldest_undelivered_at) : "none", "num"),
+    ], "no partitions", 6);
+  }
+
   function render(s) {
     renderHeader(s);
     renderTiles(s);
+    renderCluster(s);
     renderConnections(s);
     const pts = s.history.points;
     chart("c-events", pts, "events_per_second", rate);
