@@ -242,36 +242,25 @@ class Ingest:
             c for c in connections if c.settings.batching_mode is BatchingMode.PER_SESSION
         ]
         parts = split_by_session(batch) if per_session else [batch]
-        if len(parts) == 1:
-            return self._store(
-                txn,
-                now,
-                input_name,
-                batch,
-                body,
-                stored_body,
-                event_sizes,
-                received_ms,
-                connections,
-            )
-        batch_id = batch_id_for(batch, self.rng)
-        projected = 0
-        for part in parts:
-            part_body = orjson.dumps(part)  # rare: one batch of several sessions
-            projected += self._store(
-                txn,
-                now,
-                input_name,
-                part,
-                part_body,
-                compress_body(part_body),
-                [],
-                received_ms,
-                per_session,
-                batch_id,
-            )
-        others = [c for c in connections if c not in per_session]
-        if others:
+        whole, batch_id, projected = connections, None, 0
+        if len(parts) > 1:
+            batch_id = batch_id_for(batch, self.rng)
+            for part in parts:
+                part_body = orjson.dumps(part)  # rare: one batch of several sessions
+                projected += self._store(
+                    txn,
+                    now,
+                    input_name,
+                    part,
+                    part_body,
+                    compress_body(part_body),
+                    [],
+                    received_ms,
+                    per_session,
+                    batch_id,
+                )
+            whole = [c for c in connections if c not in per_session]
+        if whole:
             projected += self._store(
                 txn,
                 now,
@@ -281,7 +270,7 @@ class Ingest:
                 stored_body,
                 event_sizes,
                 received_ms,
-                others,
+                whole,
                 batch_id,
             )
         return projected
