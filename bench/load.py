@@ -1,21 +1,28 @@
 """End-to-end load benchmark: concurrent clients on 127.0.0.1 against a real ``s3forward serve``.
 
-    python bench/load.py [--seconds 10] [--clients 32] [--per-request 10] [--devices 100000]
+    python bench/load.py [--seconds 10] [--clients 32] [--per-request N] [--devices 100000]
 
-Starts the service (console script, TOML config, SQLite spool with fsync, a LocalDirSink under
-a temporary folder), then:
+For each request shape (single-batch ``/v2/events`` and bulk-of-10 ``/v2/bulkevents``, or only
+``--per-request N``), in one run on this machine:
 
-1. **max rate**: ``--clients`` connections post generated batches (about 10 events each, mixed
-   types) as fast as the service answers, for ``--seconds``; every 202 is durable.
-2. **half rate**: the same clients paced at half the rate reached, to read the latency a
+1. **null app**: the reference. ``bench/nullapp.py`` on the same HTTP stack (uvicorn, uvloop,
+   httptools, s3forward's front-door protocol) reads each body and answers 202 with nothing
+   else; ``--clients`` connections post the same requests as fast as it answers.
+2. **max rate**: the service (console script, TOML config, SQLite spool with fsync, a
+   LocalDirSink under a temporary folder) under the same load; every 202 is durable.
+3. **half rate**: the same clients paced at half the rate reached, to read the latency a
    service running below its limit gives.
-3. **open windows**: ``--devices`` distinct devices each send one batch into an hour-long
-   window, and the service's resident memory is read with all of them open.
+4. **delivered**: ``s3forward drain`` seals and delivers everything; every accepted batch must
+   be in the files exactly once (counted by its unique ``source_request_id``).
 
-It prints accepted events/s, batches/s and requests/s, p50/p99 time to 202, bytes and files
-delivered, peak RSS, and the single-core cost of parse + outbound + encode for the same data
-(``bench/core.py``), so the ratio shows how close the service comes to that limit. Traffic goes
-only to 127.0.0.1 and every loop is bounded in time and count.
+Then **open windows**: ``--devices`` distinct devices each send one batch into an hour-long
+window, and the service's resident memory is read with all of them open; and the single-core
+cost of parse + outbound + encode for the same data (``bench/core.py``).
+
+Each row prints requests/s, events/s, p50/p99 time to 202, the server's CPU time per request
+(the whole process tree, from /proc) and the ratio to the null app. Batches are about 10 events
+(about 4 KB) of mixed types, each with a fresh ``source_request_id``. Servers get a loopback
+socket bound here; traffic goes only to 127.0.0.1 and every loop is bounded in time and count.
 """
 
 from __future__ import annotations
@@ -54,6 +61,81 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its live descendants (and the children they have
+    reaped), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            stats[int(entry)] = text.rsplit(")", 1)[1].split()
+    children: dict[int, list[int]] = {}
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        fields = stats.get(current)
+        if fields is None:
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        stack.extend(children.get(current, []))
+    return total / ticks
+
+
+class ServerProcess:
+    """A server subprocess on a loopback socket bound here and handed over as ``{fd}``."""
+
+    def __init__(self, workdir: Path, argv: list[str]) -> None:
+        from s3forward.api.listen import bind_listener
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        sock = bind_listener("127.0.0.1", 0)
+        self.port = int(sock.getsockname()[1])
+        self.log = (workdir / "server.log").open("wb")
+        try:
+            self.proc = subprocess.Popen(
+                [arg.format(fd=sock.fileno()) for arg in argv],
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(sock.fileno(),),
+            )
+        finally:
+            sock.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"{argv[0]} did not start; see {workdir / 'server.log'}")
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class NullApp(ServerProcess):
+    def __init__(self, workdir: Path) -> None:
+        script = Path(__file__).resolve().parent / "nullapp.py"
+        super().__init__(workdir, [sys.executable, str(script), "{fd}"])
+
+
 def config_text(port: int, workdir: Path, batch_window: str) -> str:
     return f"""
 [server]
@@ -78,28 +160,15 @@ batch_window = "{batch_window}"
 """
 
 
-class Service:
+class Service(ServerProcess):
     def __init__(self, workdir: Path, batch_window: str) -> None:
-        self.port = free_port()
-        self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "bench.toml"
-        path.write_text(config_text(self.port, workdir, batch_window))
+        # The listen address is only what `drain --config` reads; the socket comes by --fd.
+        path.write_text(config_text(free_port(), workdir, batch_window))
         exe = Path(sys.executable).parent / "s3forward"
-        self.log = (workdir / "service.log").open("wb")
-        self.proc = subprocess.Popen(
-            [str(exe), "serve", "--config", str(path), "--log-level", "warning"],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the service did not start; see " + str(workdir / "service.log"))
+        argv = [str(exe), "serve", "--config", str(path), "--fd", "{fd}", "--log-level", "warning"]
+        super().__init__(workdir, argv)
 
     def rss(self) -> tuple[int, int]:
         """(current, peak) resident memory in bytes, from /proc."""
@@ -146,14 +215,6 @@ class Service:
             capture_output=True,
             timeout=600,
         )
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 @dataclass
@@ -323,15 +384,20 @@ def run_phase(
     return total, seconds  # every client process sends for exactly ``seconds``
 
 
-def bucket_totals(root: Path) -> tuple[int, int, int]:
-    """(files, bytes as stored, NDJSON lines) under a localdir bucket."""
+def bucket_totals(root: Path) -> tuple[int, int, int, int]:
+    """(files, bytes as stored, NDJSON lines, distinct source_request_ids) under a localdir
+    bucket."""
     files = stored = lines = 0
+    ids: set[bytes] = set()
     for path in root.rglob("*.txt*"):
         data = path.read_bytes()
         files += 1
         stored += len(data)
-        lines += (gzip.decompress(data) if path.suffix == ".gz" else data).count(b"\n")
-    return files, stored, lines
+        for line in (gzip.decompress(data) if path.suffix == ".gz" else data).splitlines():
+            if line:
+                lines += 1
+                ids.add(datagen.orjson.loads(line).get("source_request_id", "").encode())
+    return files, stored, lines, len(ids)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -341,21 +407,91 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def describe(label: str, tally: Tally, elapsed: float) -> dict[str, float]:
+HEADER = (
+    f"{'':<34} {'req/s':>8} {'events/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+    f"{'CPU us/req':>10} {'vs null':>7}"
+)
+
+
+def describe(
+    label: str,
+    tally: Tally,
+    elapsed: float,
+    cpu_seconds: float | None = None,
+    reference: dict[str, float] | None = None,
+) -> dict[str, float]:
+    requests = tally.accepted_requests
     result = {
         "events_per_s": tally.accepted_events / elapsed,
         "batches_per_s": tally.accepted_batches / elapsed,
-        "requests_per_s": tally.accepted_requests / elapsed,
+        "requests_per_s": requests / elapsed,
         "p50_ms": percentile(tally.latencies, 0.50) * 1000,
         "p99_ms": percentile(tally.latencies, 0.99) * 1000,
+        "cpu_us": cpu_seconds / requests * 1e6 if requests and cpu_seconds else float("nan"),
     }
+    ratio = (
+        f"{result['requests_per_s'] / reference['requests_per_s']:7.2f}"
+        if reference is not None and reference["requests_per_s"]
+        else f"{'':>7}"
+    )
     print(
-        f"{label:<26} {result['events_per_s']:>10,.0f} events/s  "
-        f"{result['batches_per_s']:>8,.0f} batches/s  {result['requests_per_s']:>7,.0f} req/s  "
-        f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms"
+        f"{label:<34} {result['requests_per_s']:>8,.0f} {result['events_per_s']:>10,.0f} "
+        f"{result['p50_ms']:>7.2f} {result['p99_ms']:>7.2f} {result['cpu_us']:>10,.0f} {ratio}"
         + (f"  non-202: {tally.other_status}" if tally.other_status else "")
     )
     return result
+
+
+def measured(
+    server: ServerProcess,
+    requests: list[RawRequest],
+    clients: int,
+    seconds: float,
+    rate: float | None,
+) -> tuple[Tally, float, float]:
+    """One phase against ``server``: the tally, its length and the server's CPU seconds."""
+    before = server.cpu_seconds()
+    tally, elapsed = run_phase(server.port, requests, clients, seconds, rate)
+    return tally, elapsed, server.cpu_seconds() - before
+
+
+def shape_rows(
+    workdir: Path, batches: list[dict[str, Any]], per_request: int, args: argparse.Namespace
+) -> dict[str, float]:
+    """The null app, then s3forward at max and half rate, then drain and count: one shape."""
+    shape = "single-batch" if per_request == 1 else f"bulk of {per_request}"
+    null = NullApp(workdir / f"null-{per_request}")
+    try:
+        requests = build_requests(batches, per_request, null.port)
+        tally, elapsed, cpu = measured(null, requests, args.clients, args.seconds, None)
+        reference = describe(f"{shape}: null app", tally, elapsed, cpu)
+    finally:
+        null.stop()
+    service = Service(workdir / f"run-{per_request}", batch_window=args.window)
+    try:
+        requests = build_requests(batches, per_request, service.port)
+        tally, elapsed, cpu = measured(service, requests, args.clients, args.seconds, None)
+        top = describe(f"{shape}: s3forward max rate", tally, elapsed, cpu, reference)
+        accepted = tally.accepted_batches
+        service.wait_until_idle(quiet_for=args.window)  # no backlog into the next phase
+        half = top["requests_per_s"] / 2
+        tally, elapsed, cpu = measured(service, requests, args.clients, args.seconds, half)
+        describe(f"{shape}: s3forward half rate", tally, elapsed, cpu)
+        accepted += tally.accepted_batches
+        _, peak_load = service.rss()
+    finally:
+        service.stop()
+    started = time.perf_counter()
+    service.drain()
+    files, stored, lines, distinct = bucket_totals(service.workdir / "bucket")
+    verdict = "exactly once" if lines == distinct == accepted else "MISMATCH"
+    print(
+        f"{'  delivered (after drain)':<34} {lines:,} batches ({distinct:,} distinct) for "
+        f"{accepted:,} accepted: {verdict}; {files:,} files, {stored / 1e6:,.1f} MB gzip, "
+        f"drain {time.perf_counter() - started:.1f} s, peak RSS under load "
+        f"{peak_load / 2**20:,.0f} MiB"
+    )
+    return top
 
 
 def open_windows_phase(devices: int, workdir: Path) -> tuple[int, int, float]:
@@ -396,7 +532,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument(
-        "--per-request", type=int, default=10, help="batches per request (1 posts to /v2/events)"
+        "--per-request",
+        type=int,
+        default=0,
+        help="only this many batches per request (1 posts to /v2/events); "
+        "default: single-batch and bulk of 10",
     )
     parser.add_argument("--batches", type=int, default=4000, help="distinct batches generated")
     parser.add_argument(
@@ -424,33 +564,12 @@ def main(argv: list[str] | None = None) -> int:
         mean_events = sum(len(b["events"]) for b in batches) / len(batches)
         print(
             f"s3forward load benchmark: {args.clients} clients on 127.0.0.1, "
-            f"{args.per_request} batches/request, {mean_events:.1f} events/batch, "
+            f"{mean_events:.1f} events/batch, "
             f"{os.cpu_count()} cores, {args.seconds:g} s per phase"
         )
-        service = Service(workdir / "run", batch_window=args.window)
-        try:
-            requests = build_requests(batches, args.per_request, service.port)
-            tally, elapsed = run_phase(service.port, requests, args.clients, args.seconds, None)
-            top = describe("max rate (every 202 fsync'd)", tally, elapsed)
-            accepted = tally.accepted_batches
-            service.wait_until_idle(quiet_for=args.window)  # no backlog into the next phase
-            tally, elapsed = run_phase(
-                service.port, requests, args.clients, args.seconds, top["requests_per_s"] / 2
-            )
-            describe("half rate", tally, elapsed)
-            accepted += tally.accepted_batches
-            _, peak_load = service.rss()
-        finally:
-            service.stop()
-        started = time.perf_counter()
-        service.drain()
-        files, stored, lines = bucket_totals(workdir / "run" / "bucket")
-        print(
-            f"{'delivered (after drain)':<26} {files:,} files, {stored / 1e6:,.1f} MB gzip, "
-            f"{lines:,} batches for {accepted:,} accepted; drain took "
-            f"{time.perf_counter() - started:.1f} s"
-        )
-        print(f"{'peak RSS under load':<26} {peak_load / 2**20:,.0f} MiB")
+        print(HEADER)
+        shapes = [args.per_request] if args.per_request else [1, 10]
+        top = {n: shape_rows(workdir, batches, n, args) for n in shapes}
         if args.devices:
             current, peak, open_windows = open_windows_phase(args.devices, workdir / "windows")
             print(
@@ -474,8 +593,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 * mean_events
             )
+            fastest = max(row["events_per_s"] for row in top.values())
             print(
-                f"{'service / core ratio':<26} {top['events_per_s'] / best:.2f} "
+                f"{'service / core ratio':<26} {fastest / best:.2f} "
                 "(service on 2 cores incl. HTTP, auth, fsync vs. one core of pure pipeline)"
             )
     finally:

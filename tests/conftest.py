@@ -33,7 +33,14 @@ from s3forward.config import ConnectionSettings, DateFolders, Secret
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
 
-from servicekit import FaultProxy, ServiceProcess, free_port, run_moto, service_config
+from servicekit import (
+    FaultProxy,
+    ServiceProcess,
+    loopback_listener,
+    port_of,
+    run_moto,
+    service_config,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -165,23 +172,24 @@ def start_service(
     def start(
         *, endpoint: str | None = None, bucket_name: str | None = None, **sections: str
     ) -> ServiceProcess:
-        port = free_port()
+        listener = loopback_listener()
         workdir = tmp_path / f"service-{len(started)}"
         workdir.mkdir()
         text = service_config(
-            port=port,
+            port=port_of(listener),
             spool=workdir / "spool" / "spool.db",
             bucket=bucket_name or bucket,
             endpoint=endpoint or moto_server,
             **sections,
         )
-        service = ServiceProcess(workdir, text, port)
+        service = ServiceProcess(workdir, text, listener)
         service.start()
         started.append(service)
         return service
 
     yield start
     for service in started:
+        service.release_port()  # one never started still holds its socket
         if service.alive():
             service.kill9()
 

@@ -6,6 +6,7 @@ Every command answers bad input with a precise message on stderr and a non-zero 
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -109,6 +110,14 @@ def main() -> None:
 @config_option
 @click.option("--listen", help="HOST:PORT to listen on (overrides [server] listen).")
 @click.option(
+    "--fd",
+    "listen_fd",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Serve on the listening TCP socket inherited as this file descriptor instead of "
+    "binding [server] listen (systemd socket activation: --fd 3).",
+)
+@click.option(
     "--grace",
     type=float,
     default=30.0,
@@ -130,6 +139,7 @@ def main() -> None:
 def serve(
     config_path: Path | None,
     listen: str | None,
+    listen_fd: int | None,
     grace: float,
     log_format: str | None,
     log_level: str,
@@ -156,8 +166,18 @@ def serve(
         if parsed is None:
             _fail(f"--listen expects HOST:PORT such as 127.0.0.1:8080, got {listen!r}", EXIT_USAGE)
         config = replace(config, server=replace(config.server, host=parsed[0], port=parsed[1]))
+    if listen is not None and listen_fd is not None:
+        _fail("give --listen or --fd, not both", EXIT_USAGE)
+    listener = None
+    if listen_fd is not None:
+        from s3forward.api.listen import inherited_listener
+
+        try:
+            listener = inherited_listener(listen_fd)
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_USAGE)
     if config.cluster is not None:  # issue 9: [cluster] runs the cluster roles instead
-        _serve_cluster(config)
+        _serve_cluster(config, listener)
         return
     try:
         runtime = open_runtime(config)
@@ -190,7 +210,9 @@ def serve(
             raise ConfigError([Problem("<embedded default>", "there is no config file to re-read")])
         return load_config(reload_from)
 
-    service = Service(runtime, grace=grace, on_ready=announce, load_config=reload_config)
+    service = Service(
+        runtime, grace=grace, on_ready=announce, load_config=reload_config, listener=listener
+    )
     try:
         import uvloop
 
@@ -199,13 +221,13 @@ def serve(
         _fail(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}")
 
 
-def _serve_cluster(config: Config) -> None:
+def _serve_cluster(config: Config, listener: socket.socket | None) -> None:
     import uvloop
 
     from s3forward.cluster.runtime import ClusterService
 
     try:
-        uvloop.run(ClusterService(config).serve())
+        uvloop.run(ClusterService(config, listener=listener).serve())
     except OSError as exc:
         _fail(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}")
     except S3ForwardError as exc:

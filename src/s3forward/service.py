@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -25,6 +26,7 @@ import uvicorn
 from s3forward.admin import AdminApp, ReloadResult, token_path, write_token
 from s3forward.api.app import IngestApp
 from s3forward.api.frontdoor import raise_open_files_limit
+from s3forward.api.listen import bind_listener, url_of
 from s3forward.api.server import front_door_limits, make_uvicorn_server
 from s3forward.api.status_page import is_loopback, status_routes
 from s3forward.clock import Clock, SystemClock
@@ -164,8 +166,12 @@ class Service:
         extra_routes: dict[tuple[str, str], object] | None = None,
         load_config: Callable[[], Config] | None = None,
         notifier: Notifier | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
         self.runtime = runtime
+        self.listener = listener
+        """An already-bound listening socket to serve on (``serve --fd``); by default
+        ``serve`` binds ``[server] listen`` itself."""
         self.grace = grace
         self.on_ready = on_ready
         self.extra_routes = extra_routes or {}
@@ -199,6 +205,9 @@ class Service:
         admin = AdminApp(self._build_app(config), write_token(token_file), self.reload)
         self._admin = admin
         tls = config.server
+        # Bound before anything starts: a port in use fails the start, with nothing to undo.
+        listener = self.listener or bind_listener(config.server.host, config.server.port)
+        self.listener = listener
         server = make_uvicorn_server(
             admin,
             config.server.host,
@@ -234,13 +243,12 @@ class Service:
         gauges = asyncio.create_task(self._refresh_gauges())
         sampler = asyncio.create_task(history.run(rt.metrics.registry))
         try:
-            serving = asyncio.create_task(server.serve())
+            serving = asyncio.create_task(server.serve(sockets=[listener]))
             while not server.started and not serving.done():
                 await asyncio.sleep(0.01)
             if serving.done():
-                await serving  # re-raise a bind failure
-            scheme = "https" if tls.tls else "http"
-            url = f"{scheme}://{config.server.host}:{config.server.port}"
+                await serving  # re-raise a start-up failure
+            url = url_of(listener, "https" if tls.tls else "http")
             log.info(
                 "listening",
                 url=url,

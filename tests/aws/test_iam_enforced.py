@@ -25,7 +25,15 @@ from s3forward.policy import iam_user_policy
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "e2e"))
 
-from servicekit import API_KEY, API_SECRET, ServiceProcess, free_port, run_moto, wait_for
+from servicekit import (
+    API_KEY,
+    API_SECRET,
+    ServiceProcess,
+    loopback_listener,
+    port_of,
+    run_moto,
+    wait_for,
+)
 
 BUCKET = "mp-forwarding-iam-ok"
 EU_BUCKET = "mp-forwarding-iam-eu"
@@ -276,8 +284,9 @@ def test_serve_keeps_data_of_a_failing_connection_and_reports_it_unhealthy(
     world: World, tmp_path: Path
 ) -> None:
     """serve marks a broken connection unhealthy at start, delivers the other, keeps the data."""
-    port = free_port()
-    head = f'[server]\nlisten = "127.0.0.1:{port}"\n[spool]\npath = "{tmp_path}/spool.db"\n'
+    listener = loopback_listener()
+    head = f'[server]\nlisten = "127.0.0.1:{port_of(listener)}"\n'
+    head += f'[spool]\npath = "{tmp_path}/spool.db"\n'
     head += '[delivery]\npermanent_retry_interval = "0.5s"\nbackoff_base = "0.05s"\n'
     config = _config(
         tmp_path,
@@ -285,7 +294,7 @@ def test_serve_keeps_data_of_a_failing_connection_and_reports_it_unhealthy(
         _connection_toml(world, "broken", LATER_BUCKET, "admin"),
         head=head,
     )
-    service = ServiceProcess(tmp_path, config.read_text(), port)
+    service = ServiceProcess(tmp_path, config.read_text(), listener)
     service.start()
     try:
 

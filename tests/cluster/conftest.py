@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clusterkit import NodeFactory, cluster_config, run_cli
 from natskit import NatsCluster
-from servicekit import ServiceProcess, free_port
+from servicekit import ServiceProcess, loopback_listener, port_of
 
 
 @pytest.fixture(scope="session")
@@ -48,11 +48,11 @@ def cluster_nodes(
     initialised: list[bool] = []
 
     def start(roles: str = '["ingest", "worker"]', **extra: object) -> ServiceProcess:
-        port = free_port()
+        listener = loopback_listener()
         workdir = tmp_path / f"node-{len(started)}"
         workdir.mkdir()
         text = cluster_config(
-            port=port,
+            port=port_of(listener),
             workdir=workdir,
             bucket=bucket,
             endpoint=moto_server,
@@ -66,12 +66,13 @@ def cluster_nodes(
             result = run_cli("cluster", "init", "--config", str(workdir / "init.toml"))
             assert result.returncode == 0, result.stderr
             initialised.append(True)
-        node = ServiceProcess(workdir, text, port)
+        node = ServiceProcess(workdir, text, listener)
         node.start(timeout=60)
         started.append(node)
         return node
 
     yield start
     for node in started:
+        node.release_port()  # one never started still holds its socket
         if node.alive():
             node.kill9()

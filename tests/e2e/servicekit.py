@@ -29,24 +29,55 @@ from typing import Any
 
 import orjson
 
+from s3forward.api.listen import bind_listener
+
 API_KEY = "test-key"
 API_SECRET = "test-secret-value"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def loopback_listener(port: int = 0) -> socket.socket:
+    """A listening socket on 127.0.0.1, bound now (port 0: a free one the kernel picks).
+
+    Servers started by the tests get the socket itself (``s3forward serve --fd``), so nothing
+    can take the port between choosing it and serving on it.
+    """
+    return bind_listener("127.0.0.1", port)
+
+
+def port_of(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
+
+
+def spawn_on(sock: socket.socket, argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with ``sock`` inherited as the descriptor its ``{fd}`` argument names,
+    then close this process's copy (the child owns the socket from now on)."""
+    fd = sock.fileno()
+    try:
+        return subprocess.Popen([arg.format(fd=fd) for arg in argv], pass_fds=(fd,), **popen)
+    finally:
+        sock.close()
+
+
+def unused_port() -> int:
+    """A port nothing listens on now (bound and closed at once): for "connection refused"
+    cases, and for servers that cannot inherit a socket (nats-server, see ``natskit``)."""
+    with loopback_listener() as sock:
+        return port_of(sock)
+
+
+MOTO_ON_FD = Path(__file__).resolve().parent / "moto_on_fd.py"
 
 
 @contextmanager
 def run_moto(log: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """A moto server (S3, IAM, STS) on a free loopback port; yields its URL, stops it after."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    """A moto server (S3, IAM, STS) on a loopback socket bound here; yields its URL, stops it
+    after."""
+    sock = loopback_listener()
+    url = f"http://127.0.0.1:{port_of(sock)}"
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        process = spawn_on(
+            sock,
+            [sys.executable, str(MOTO_ON_FD), "{fd}"],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
@@ -130,11 +161,16 @@ batch_window = "{batch_window}"
 
 
 class ServiceProcess:
-    """``s3forward serve --config FILE`` in a subprocess."""
+    """``s3forward serve --config FILE --fd N`` in a subprocess, on the socket ``listener``.
 
-    def __init__(self, workdir: Path, config_text: str, port: int) -> None:
+    The first start serves on ``listener``; a restart binds the same port again (the earlier
+    process is gone, so the port is free) and hands that socket over the same way.
+    """
+
+    def __init__(self, workdir: Path, config_text: str, listener: socket.socket) -> None:
         self.workdir = workdir
-        self.port = port
+        self.port = port_of(listener)
+        self._listener: socket.socket | None = listener
         self.config_path = workdir / "s3forward.toml"
         self.config_path.write_text(config_text)
         self.log_path = workdir / "service.log"
@@ -145,20 +181,34 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def release_port(self) -> None:
+        """Close the socket held for the first start, for a test of a server that binds the
+        port of its config itself."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
     def start(self, timeout: float = 20.0) -> None:
-        executable = Path(sys.executable).parent / "s3forward"
-        env = {**os.environ, "S3F_TEST_SECRET": API_SECRET}
+        self._spawn(("--grace", "5"), {**os.environ, "S3F_TEST_SECRET": API_SECRET})
+        wait_for(self._answers, timeout, f"the service on port {self.port} (log: {self.log_path})")
+
+    def _spawn(self, args: tuple[str, ...], env: Mapping[str, str], **popen: Any) -> None:
+        sock = self._listener or loopback_listener(self.port)
+        self._listener = None
         self.starts += 1
+        executable = Path(sys.executable).parent / "s3forward"
+        argv = [str(executable), "serve", "--config", str(self.config_path), "--fd", "{fd}"]
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.starts} ---\n".encode())
-            self.process = subprocess.Popen(
-                [str(executable), "serve", "--config", str(self.config_path), "--grace", "5"],
+            self.process = spawn_on(
+                sock,
+                [*argv, *args],
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=dict(env),
+                **popen,
             )
-        wait_for(self._answers, timeout, f"the service on port {self.port} (log: {self.log_path})")
 
     def _answers(self) -> bool:
         assert self.process is not None
@@ -254,7 +304,8 @@ class FaultProxy:
     def __init__(self, upstream: str, *, seed: int = 7) -> None:
         host, port = upstream.removeprefix("http://").split(":")
         self.upstream = (host, int(port))
-        self.port = free_port()
+        self._listener: socket.socket | None = loopback_listener()
+        self.port = port_of(self._listener)
         self.slowdown = 0.0
         self.reset = 0.0
         self.rng = random.Random(seed)
@@ -326,7 +377,14 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        # First up: on the socket bound at construction; after a down(): the same port again.
+        sock = self._listener or loopback_listener(self.port)
+        self._listener = None
+        server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", self.port), Handler, bind_and_activate=False
+        )
+        server.socket.close()
+        server.socket = sock
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
 from opskit import OpsService
-from servicekit import free_port, service_config
+from servicekit import loopback_listener, port_of, service_config
 
 
 @pytest.fixture
@@ -33,17 +33,17 @@ def ops_service(
         start: bool = True,
         **sections: Any,
     ) -> OpsService:
-        port = free_port()
+        listener = loopback_listener()
         workdir = tmp_path / f"ops-{len(started)}"
         workdir.mkdir()
         text = service_config(
-            port=port,
+            port=port_of(listener),
             spool=workdir / "spool" / "spool.db",
             bucket=bucket,
             endpoint=endpoint or moto_server,
             **sections,
         )
-        service = OpsService(workdir, text, port, args=args, env=env, ssl_context=ssl_context)
+        service = OpsService(workdir, text, listener, args=args, env=env, ssl_context=ssl_context)
         started.append(service)
         if start:
             service.start()
@@ -51,5 +51,6 @@ def ops_service(
 
     yield start
     for service in started:
+        service.release_port()  # one never started still holds its socket
         if service.alive():
             service.kill9()

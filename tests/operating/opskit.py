@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -27,13 +28,13 @@ class OpsService(ServiceProcess):
         self,
         workdir: Path,
         config_text: str,
-        port: int,
+        listener: socket.socket,
         *,
         args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(workdir, config_text, port)
+        super().__init__(workdir, config_text, listener)
         self.args = args
         self.extra_env = env or {}
         self.ssl_context = ssl_context
@@ -45,17 +46,7 @@ class OpsService(ServiceProcess):
 
     def start(self, timeout: float = 30.0) -> None:
         env = {**os.environ, "S3F_TEST_SECRET": API_SECRET, **self.extra_env}
-        self.starts += 1
-        with self.log_path.open("ab") as log:
-            log.write(f"--- start {self.starts} ---\n".encode())
-            self.process = subprocess.Popen(
-                [str(EXECUTABLE), "serve", "--config", str(self.config_path), *self.args],
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        self._spawn(self.args, env, start_new_session=True)
         wait_for(self._answers, timeout, f"the service on port {self.port} (log: {self.log_path})")
 
     def _answers(self) -> bool:

@@ -17,7 +17,14 @@ from pathlib import Path
 import orjson
 import pytest
 from opskit import EXECUTABLE, OpsService
-from servicekit import API_SECRET, bucket_lines, free_port, wait_for
+from servicekit import (
+    API_SECRET,
+    bucket_lines,
+    loopback_listener,
+    spawn_on,
+    unused_port,
+    wait_for,
+)
 
 BATCH = {
     "environment": "production",
@@ -54,9 +61,11 @@ def test_ctrl_c_stops_the_server_and_its_worker_without_a_traceback(
     assert '"stopped"' in log
 
 
-def serve_embedded(workdir: Path, port: int, **kwargs: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(EXECUTABLE), "serve", "--listen", f"127.0.0.1:{port}"],
+def serve_embedded(workdir: Path, **kwargs: object) -> subprocess.Popen[bytes]:
+    """``s3forward serve`` on its embedded config, on a loopback socket bound here."""
+    return spawn_on(
+        loopback_listener(),
+        [str(EXECUTABLE), "serve", "--fd", "{fd}"],
         cwd=workdir,
         env={k: v for k, v in os.environ.items() if k != "S3FORWARD_CONFIG"},
         **kwargs,  # type: ignore[call-overload]
@@ -67,7 +76,7 @@ def serve_embedded(workdir: Path, port: int, **kwargs: object) -> subprocess.Pop
 def test_logs_are_json_lines_without_a_banner_when_not_on_a_terminal(tmp_path: Path) -> None:
     log = tmp_path / "out.log"
     with log.open("wb") as out:
-        process = serve_embedded(tmp_path, free_port(), stdout=out, stderr=subprocess.STDOUT)
+        process = serve_embedded(tmp_path, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: b'"listening"' in log.read_bytes(), 30, "listening")
     finally:
@@ -80,7 +89,7 @@ def test_logs_are_json_lines_without_a_banner_when_not_on_a_terminal(tmp_path: P
 @pytest.mark.slow
 def test_logs_are_console_lines_with_the_banner_on_a_terminal(tmp_path: Path) -> None:
     primary, secondary = pty.openpty()
-    process = serve_embedded(tmp_path, free_port(), stdout=secondary, stderr=secondary)
+    process = serve_embedded(tmp_path, stdout=secondary, stderr=secondary)
     os.close(secondary)
     seen = b""
     try:
@@ -110,6 +119,7 @@ def test_serve_reads_the_config_named_by_s3forward_config(
     ops_service: Callable[..., OpsService],
 ) -> None:
     service = ops_service(start=False)
+    service.release_port()  # this one binds the port of its config itself
     env = {
         **os.environ,
         "S3FORWARD_CONFIG": str(service.config_path),
@@ -136,11 +146,21 @@ def test_sighup_on_the_embedded_config_is_refused_and_the_server_keeps_running(
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "out.log"
-    port = free_port()
+    port = unused_port()  # --listen: this server binds the port itself
     with log.open("wb") as out:
-        process = serve_embedded(tmp_path, port, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(EXECUTABLE), "serve", "--listen", f"127.0.0.1:{port}"],
+            cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if k != "S3FORWARD_CONFIG"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_for(lambda: b'"listening"' in log.read_bytes(), 30, "listening")
+        wait_for(
+            lambda: f'"url": "http://127.0.0.1:{port}"'.encode() in log.read_bytes(),
+            30,
+            "listening",
+        )
         process.send_signal(signal.SIGHUP)
         wait_for(lambda: b"no config file to re-read" in log.read_bytes(), 30, "the refusal")
         assert process.poll() is None

@@ -14,7 +14,7 @@ import orjson
 import pytest
 import structlog
 from opskit import OpsService
-from servicekit import free_port, wait_for
+from servicekit import unused_port, wait_for
 
 from s3forward.errors import TransientSinkError
 from s3forward.layout import EncodedObject
@@ -128,7 +128,7 @@ def test_a_connection_that_delivers_nothing_turns_readyz_red_and_says_why(
 def test_repeated_identical_upload_errors_are_logged_once_with_a_count(
     ops_service: Callable[..., OpsService],
 ) -> None:
-    refused = f"http://127.0.0.1:{free_port()}"  # nothing listens: every attempt is refused
+    refused = f"http://127.0.0.1:{unused_port()}"  # nothing listens: every attempt is refused
     service = ops_service(endpoint=refused)
     assert service.post("/v2/events", BATCH)[0] == 202
     wait_for(

@@ -208,9 +208,9 @@ def test_missing_bucket_is_a_permanent_error_naming_it(
 
 def test_unreachable_endpoint_is_a_transient_error(s3_connection: MakeSettings) -> None:
     """A closed port (server down) gives a TransientSinkError, not a crash."""
-    from servicekit import free_port  # tests/e2e, on the path via tests/conftest.py
+    from servicekit import unused_port  # tests/e2e, on the path via tests/conftest.py
 
-    settings = s3_connection("mp-forwarding-x", endpoint_url=f"http://127.0.0.1:{free_port()}")
+    settings = s3_connection("mp-forwarding-x", endpoint_url=f"http://127.0.0.1:{unused_port()}")
     with pytest.raises(TransientSinkError) as caught:
         _write(settings, _obj(), max_attempts=1)
     assert caught.value.code == "EndpointConnection"

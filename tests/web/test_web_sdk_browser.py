@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 import websdk
-from servicekit import API_SECRET, ServiceProcess, free_port, wait_for
+from servicekit import API_SECRET, ServiceProcess, loopback_listener, port_of, wait_for
 
 from s3forward.api.identity import MpidIssuer
 
@@ -153,10 +153,10 @@ def service(
     ``tight`` (2 requests per device, then one every 3 s), both allowing only the page server's
     origin."""
     workdir = tmp_path_factory.mktemp("service")
-    port = free_port()
+    listener = loopback_listener()
     text = f"""
 [server]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:{port_of(listener)}"
 
 [spool]
 path = "{workdir / "spool.db"}"
@@ -185,7 +185,7 @@ local_path = "{workdir / "bucket"}"
 store_data_in_folders_by_date = "none"
 batch_window = "0.5s"
 """
-    process = ServiceProcess(workdir, text, port)
+    process = ServiceProcess(workdir, text, listener)
     process.start()
     yield process
     process.terminate()

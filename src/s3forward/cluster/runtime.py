@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +26,9 @@ from prometheus_client import Gauge
 
 from s3forward.api.app import IngestApp, Request
 from s3forward.api.auth import Authenticator, BadCredentials, MissingCredentials
+from s3forward.api.listen import bind_listener, url_of
 from s3forward.api.responses import Response, json_response
-from s3forward.api.server import make_uvicorn_server
+from s3forward.api.server import front_door_limits, make_uvicorn_server
 from s3forward.api.status_page import status_routes
 from s3forward.cluster.ingest import JetStreamIntake
 from s3forward.cluster.naming import ClusterNames
@@ -131,9 +133,16 @@ class NoIngest:
 class ClusterService:
     """The HTTP server plus the cluster roles, with signal-driven shutdown."""
 
-    def __init__(self, config: Config, *, on_ready: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        on_ready: Callable[[str], None] | None = None,
+        listener: socket.socket | None = None,
+    ) -> None:
         assert config.cluster is not None
         self.config = config
+        self.listener = listener
         self.cluster: ClusterSettings = config.cluster
         self.on_ready = on_ready
         self.metrics = Metrics()
@@ -260,7 +269,15 @@ class ClusterService:
                 ("POST", "/cluster/drain"): drain,
             },
         )
-        server = make_uvicorn_server(app, self.config.server.host, self.config.server.port)
+        server_settings = self.config.server
+        listener = self.listener or bind_listener(server_settings.host, server_settings.port)
+        self.listener = listener
+        server = make_uvicorn_server(
+            app,
+            server_settings.host,
+            server_settings.port,
+            limits=front_door_limits(server_settings),
+        )
         self._server = server
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -272,12 +289,12 @@ class ClusterService:
             await self.worker.start()
         gauges = asyncio.create_task(self._refresh_gauges())
         try:
-            serving = asyncio.create_task(server.serve())
+            serving = asyncio.create_task(server.serve(sockets=[listener]))
             while not server.started and not serving.done():
                 await asyncio.sleep(0.01)
             if serving.done():
                 await serving
-            url = f"http://{self.config.server.host}:{self.config.server.port}"
+            url = url_of(listener)
             log.info("listening (cluster mode)", url=url, roles=list(self.cluster.roles))
             if self.on_ready is not None:
                 self.on_ready(url)
