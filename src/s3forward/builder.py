@@ -25,7 +25,7 @@ import orjson
 
 from s3forward.config import FileSettings
 from s3forward.errors import BuilderError
-from s3forward.files import BuiltFile, FileItem, build_file
+from s3forward.files import BuiltFile, EmptyWindow, FileItem, build_file
 from s3forward.spool.base import SpoolView
 
 ViewFactory = Callable[[], SpoolView]
@@ -71,8 +71,8 @@ def _view(factory: ViewFactory) -> SpoolView:
     return view
 
 
-def build_window(view: SpoolView, job: BuildJob) -> BuiltFile | None:
-    """Build one window's file. None when the window is gone or empty."""
+def build_window(view: SpoolView, job: BuildJob) -> BuiltFile | EmptyWindow:
+    """Build one window's file; ``EmptyWindow`` when the window is gone or writes nothing."""
     items = [
         FileItem(
             batch=orjson.loads(item.body),
@@ -85,13 +85,13 @@ def build_window(view: SpoolView, job: BuildJob) -> BuiltFile | None:
         for item in view.window_items(job.window_id)
     ]
     if not items:
-        return None
+        return EmptyWindow()
     return build_file(
         items, job.settings, app_name=job.app_name, sealed_at=job.sealed_at, digits=job.digits
     )
 
 
-def build_windows(factory: ViewFactory, jobs: list[BuildJob]) -> list[BuiltFile | None]:
+def build_windows(factory: ViewFactory, jobs: list[BuildJob]) -> list[BuiltFile | EmptyWindow]:
     """Build several windows in one round trip to the worker."""
     view = _view(factory)
     return [build_window(view, job) for job in jobs]
@@ -123,7 +123,7 @@ class FileBuilder:
         if self._processes > 0 and self._executor is None:
             self._executor = self._new_executor()
 
-    def build(self, jobs: list[BuildJob]) -> list[BuiltFile | None]:
+    def build(self, jobs: list[BuildJob]) -> list[BuiltFile | EmptyWindow]:
         if self._processes == 0:
             return build_windows(self.views, jobs)
         self.start()

@@ -67,6 +67,14 @@ class BuiltFile:
     filtered_out: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(frozen=True, slots=True)
+class EmptyWindow:
+    """What a sealed window builds when no line is left to write: no object, only the events
+    the connection's filters dropped (they are counted like those of a written file)."""
+
+    filtered_out: Counter[str] = field(default_factory=Counter)
+
+
 MESSAGE_ID_NAMESPACE = uuid.UUID("5f0e8d6c-3b1a-5c49-9a57-7d1f2b8e4a60")
 """Namespace of s3forward's name-based (version 5) message ids."""
 _NAMESPACE_BYTES = MESSAGE_ID_NAMESPACE.bytes
@@ -160,18 +168,19 @@ def build_file(
     app_name: str,
     sealed_at: float,
     digits: int,
-) -> BuiltFile | None:
+) -> BuiltFile | EmptyWindow:
     """Build the object for one sealed window. ``items`` must not be empty.
 
     ``digits`` are the key's five random digits, chosen once when the window was sealed.
-    None when no line is left to write (every batch had no events and Send Batches without
-    Events is off, or only alias requests a connection does not send): the window is dropped.
+    ``EmptyWindow`` when no line is left to write (every batch had no events, for example
+    because the filters dropped them all, and Send Batches without Events is off; or only alias
+    requests a connection does not send): the window is dropped.
     """
     if not items:
         raise ValueError("a file needs at least one batch")
     records, events, first_event_ms, filtered = build_records(items, settings)
     if not records:
-        return None
+        return EmptyWindow(filtered)
     payload = encode_ndjson(records)
     first_received_ms = items[0].received_ms
     key = choose_key(

@@ -18,7 +18,7 @@ import orjson
 from s3forward.clock import Clock, SystemClock
 from s3forward.config import BatchingMode, ConnectionSettings
 from s3forward.errors import KeyTakenError
-from s3forward.files import FileItem, build_file, with_new_digits
+from s3forward.files import EmptyWindow, FileItem, build_file, with_new_digits
 from s3forward.layout import EncodedObject
 from s3forward.mparticle import batch_id_for, ends_session, split_by_session
 from s3forward.sinks.base import Sink, WriteOutcome
@@ -95,7 +95,7 @@ def forward_batches(
             built = build_file(
                 items, settings, app_name=app_name, sealed_at=now, digits=rng.randrange(100_000)
             )
-            if built is None:
+            if isinstance(built, EmptyWindow):
                 continue  # nothing to write for this window (see build_file)
             key, outcome = write_with_fresh_key(sink, built.obj, rng)
             written = WrittenFile(key, built.batches, built.events, len(built.obj.body), outcome)

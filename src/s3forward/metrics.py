@@ -98,7 +98,8 @@ class Metrics:
         )
         self.files_sealed_total = Counter(
             "s3forward_files_sealed_total",
-            "Files sealed for delivery, by why they were sealed.",
+            "Files built for delivery, by why their window was sealed (a window that writes "
+            "nothing, every event filtered out, is no file).",
             ["connection", "reason"],
             registry=r,
         )

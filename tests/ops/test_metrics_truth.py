@@ -63,8 +63,11 @@ def test_every_counter_matches_what_was_sent_and_stored(
     s3_client: Any,
     bucket: str,
 ) -> None:
-    """Batches, events, duplicates, rejections, filtered events, files and bytes are exact."""
-    service = start_service(connection="send_screen_views = false")
+    """Batches, events, duplicates, rejections, filtered events, files and bytes are exact;
+    a window whose every event is filtered out writes no file and counts as none."""
+    service = start_service(
+        connection="send_screen_views = false\nsend_batches_without_events = false"
+    )
     sent = [_with_screen_views(make_batch(seq % 4, seq, events=3), 2) for seq in range(10)]
     for b in sent:
         assert service.post("/v2/events", b)[0] == 202
@@ -72,6 +75,8 @@ def test_every_counter_matches_what_was_sent_and_stored(
         assert service.post("/v2/events", b)[0] == 202
     bulk = [_with_screen_views(make_batch(9, 100 + i, events=3), 2) for i in range(3)]
     assert service.post("/v2/bulkevents", bulk)[0] == 202
+    only_filtered = make_batch(7, 200, events=3, event_type="screen_view")  # its own window
+    assert service.post("/v2/events", only_filtered)[0] == 202
     assert _raw_post(service, orjson.dumps(sent[0]), None) == 401
     assert _raw_post(service, orjson.dumps(sent[0]), "test-key:wrong") == 403
     assert _raw_post(service, b"{not json", "test-key:test-secret-value") == 400
@@ -81,16 +86,17 @@ def test_every_counter_matches_what_was_sent_and_stored(
     _, lines = bucket_lines(s3_client, bucket)
     stored_events = [e for line in lines for e in line["events"]]
 
-    assert m.value("s3forward_batches_received_total", input="app") == 15
-    assert m.value("s3forward_events_received_total", input="app") == 15 * 5
+    assert m.value("s3forward_batches_received_total", input="app") == 16
+    assert m.value("s3forward_events_received_total", input="app") == 15 * 5 + 3
     assert m.value("s3forward_batches_deduplicated_total", input="app") == 2
     assert m.value("s3forward_requests_rejected_total", input="-", reason="unauthorized") == 1
     assert m.value("s3forward_requests_rejected_total", input="-", reason="forbidden") == 1
     assert m.value("s3forward_requests_rejected_total", input="app", reason="bad_request") == 1
     assert m.value("s3forward_requests_rejected_total") == 3
     filtered = m.value("s3forward_events_filtered_total", connection="s3", event_type="screen_view")
-    assert filtered == 13 * 2
+    assert filtered == 13 * 2 + 3
     assert len(stored_events) == 13 * 3
+    assert len(lines) == 13  # the batch left without events is not sent
     assert {e["event_type"] for e in stored_events} == {"custom_event"}
     assert m.value("s3forward_files_sealed_total", connection="s3") == len(objects)
     assert m.value("s3forward_files_delivered_total", connection="s3") == len(objects)
@@ -98,7 +104,7 @@ def test_every_counter_matches_what_was_sent_and_stored(
     # No compression: the bytes sealed are the bytes stored.
     assert m.value("s3forward_bytes_sealed_total", connection="s3") == sum(objects.values())
     assert m.value("s3forward_upload_seconds_count", connection="s3") == len(objects)
-    assert m.value("s3forward_ingest_seconds_count", endpoint="events") == 12
+    assert m.value("s3forward_ingest_seconds_count", endpoint="events") == 13
     assert m.value("s3forward_ingest_seconds_count", endpoint="bulkevents") == 1
     assert m.value("s3forward_file_uploads_retried_total") == 0
     assert m.value("s3forward_file_uploads_failed_total") == 0

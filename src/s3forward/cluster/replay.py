@@ -332,7 +332,7 @@ class PartitionReplay:
     ) -> BuiltFile | None:
         input_name = group.split("\x1f", 1)[0]
         app = self.config.inputs.get(input_name)
-        return build_file(
+        built = build_file(
             items,
             settings,
             app_name=app.app_name if app is not None else input_name,
@@ -341,6 +341,7 @@ class PartitionReplay:
                 100_000
             ),
         )
+        return built if isinstance(built, BuiltFile) else None
 
 
 __all__ = ["LogEntry", "PartitionReplay", "Position", "SealRecord", "SealedFile", "group_for"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import structlog
@@ -18,7 +19,7 @@ import structlog
 from s3forward.builder import BuildJob, FileBuilder
 from s3forward.config import Config
 from s3forward.errors import S3ForwardError
-from s3forward.files import BuiltFile
+from s3forward.files import BuiltFile, EmptyWindow
 from s3forward.metrics import Metrics
 from s3forward.pipeline.usage import SpoolUsage, on_disk
 from s3forward.pipeline.writer import GroupCommitWriter, Op
@@ -145,16 +146,20 @@ class BuildLoop:
         results = self.builder.build([job for _, job in jobs])
         done = [(window, file) for (window, _), file in zip(jobs, results, strict=True)]
         self.writer.run(self._store_op(done))
-        return sum(1 for _, file in done if file is not None)
+        return sum(1 for _, file in done if isinstance(file, BuiltFile))
 
-    def _store_op(self, done: list[tuple[StoredWindow, BuiltFile | None]]) -> Op:
+    def _store_op(self, done: list[tuple[StoredWindow, BuiltFile | EmptyWindow]]) -> Op:
         def apply(txn: SpoolTransaction, now: float) -> None:
             for window, built in done:
-                if built is None:
-                    # Empty, or nothing left to write (batches without events not sent,
-                    # alias requests not sent): the window and its batches are released.
+                if isinstance(built, EmptyWindow):
+                    # Nothing left to write (batches without events not sent, alias requests
+                    # not sent): the window and its batches are released.
                     txn.drop_window(window.window_id)
                     self.usage.unbuilt -= window.bytes
+                    name = window.connection
+                    self.writer.after_commit(
+                        functools.partial(self._count_filtered, name, built.filtered_out)
+                    )
                 else:
                     self._store(txn, now, window, built)
 
@@ -184,7 +189,8 @@ class BuildLoop:
         self.usage.unbuilt -= window.bytes
         self.usage.added += on_disk(len(obj.body))
         name = window.connection
-        self.writer.after_commit(lambda: self._count_stored(name, built))
+        reason = window.seal_reason or "unknown"
+        self.writer.after_commit(lambda: self._count_stored(name, reason, built))
         log.info(
             "file sealed",
             connection=name,
@@ -199,7 +205,11 @@ class BuildLoop:
         for listener in self._listeners:
             self.writer.after_commit(functools.partial(listener, name))
 
-    def _count_stored(self, connection: str, built: BuiltFile) -> None:
+    def _count_stored(self, connection: str, reason: str, built: BuiltFile) -> None:
+        self.metrics.files_sealed_total.labels(connection, reason).inc()
         self.metrics.bytes_sealed_total.labels(connection).inc(built.raw_bytes)
-        for event_type, count in built.filtered_out.items():
+        self._count_filtered(connection, built.filtered_out)
+
+    def _count_filtered(self, connection: str, filtered_out: Counter[str]) -> None:
+        for event_type, count in filtered_out.items():
             self.metrics.events_filtered_total.labels(connection, event_type).inc(count)

@@ -166,14 +166,10 @@ class WindowBook:
         self, txn: SpoolTransaction, now: float, state: ConnectionWindows, sealed: Iterable[Sealed]
     ) -> int:
         """Record seals; the key's five digits are chosen here, once."""
-        name = state.settings.name
         count = 0
         for window in sealed:
             txn.seal_window(window.window_id, now, window.reason.value, self.rng.randrange(100_000))
             state.next_seq.pop(window.window_id, None)
-            self._after_commit(
-                self.metrics.files_sealed_total.labels(name, window.reason.value).inc
-            )
             count += 1
         if count:
             self._after_commit(self._on_sealed)
