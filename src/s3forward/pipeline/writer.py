@@ -6,6 +6,11 @@ answers each caller. If the commit fails (disk full, I/O error) every operation 
 nothing is half-written, and ``reload`` makes the in-memory state match the spool again; while
 that reload keeps failing, every operation is refused (503) so memory and disk never diverge.
 
+One operation that fails (an ``S3ForwardError`` it raises is its answer; anything else is a bug
+that may have left half its writes in the transaction) never fails the others of its commit:
+on an unexpected exception the transaction is rolled back, the in-memory state reloaded, the
+failing operation answered with its exception, and the others committed again without it.
+
 Operations that want something done only once their commit is durable (metrics, waking a
 worker) register it with ``after_commit``; a failed commit drops those actions.
 """
@@ -31,6 +36,15 @@ log = structlog.get_logger("s3forward.writer")
 Op = Callable[[SpoolTransaction, float], Any]
 
 _MAX_OPS_PER_COMMIT = 512
+
+
+class _OpFailed(Exception):
+    """Raised out of a transaction to roll it back because one operation failed unexpectedly."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
 
 
 class CommitParticipant(Protocol):
@@ -178,7 +192,10 @@ class GroupCommitWriter:
             self._needs_reload = True
             _fail(batch, exc)
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, batch: list[_Pending], *, isolate: bool = True) -> None:
+        """One transaction for ``batch``. ``isolate``: an operation failing unexpectedly is
+        answered alone and the rest tried once more (a second such failure, as when the disk
+        itself fails under every operation, fails them all)."""
         now = self.clock.now()
         results: list[tuple[_Pending, Any, BaseException | None]] = []
         ops = [pending.op for pending in batch]
@@ -186,13 +203,30 @@ class GroupCommitWriter:
             with self.spool.write("storing accepted batches") as txn:
                 for part in self._participants:
                     part.before_ops(txn, now, ops)
-                for pending in batch:
+                for index, pending in enumerate(batch):
                     try:
                         results.append((pending, pending.op(txn, now), None))
                     except S3ForwardError as exc:
                         results.append((pending, None, exc))
+                    except Exception as exc:
+                        raise _OpFailed(index, exc) from exc
                 for part in self._participants:
                     part.after_ops(txn, now)
+        except _OpFailed as failed:
+            # Rolled back: answer the failing operation, undo the in-memory effects of the
+            # whole attempt, and commit the others without it.
+            log.error("spool operation failed", exc_info=failed.error)
+            self._after_commit = []
+            batch[failed.index].future.set_exception(failed.error)
+            rest = batch[: failed.index] + batch[failed.index + 1 :]
+            self._reload()
+            if not rest:
+                return
+            if isolate and not self._needs_reload:
+                self._commit(rest, isolate=False)
+            else:
+                _fail(rest, failed.error)
+            return
         except SpoolUnavailableError as exc:
             self.last_error = str(exc)
             log.error("spool write failed", error=str(exc))
