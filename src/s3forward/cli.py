@@ -615,7 +615,8 @@ def status(config_path: Path | None, url: str | None, as_json: bool) -> None:
 
 @main.group()
 def spool() -> None:
-    """Inspect or export the undelivered files in the spool (works while the server runs)."""
+    """Inspect or export the undelivered files in the spool (works while the server runs), or
+    discard what a removed connection left (with the server stopped)."""
 
 
 @contextmanager
@@ -714,6 +715,57 @@ def spool_export(config_path: Path | None, directory: Path, connection_name: str
                 written += 1
                 advance(1)
     click.echo(f"exported {written} undelivered files to {directory}", err=True)
+
+
+@spool.command("discard")
+@config_option
+@click.option(
+    "--connection",
+    "connection_name",
+    required=True,
+    help="A connection no longer in the config whose data to let go.",
+)
+@click.option("--yes", is_flag=True, help="Discard it; without --yes only show what it would.")
+def spool_discard(config_path: Path | None, connection_name: str, yes: bool) -> None:
+    """Discard the windows and undelivered files of a connection removed from the config.
+
+    They stay in the spool (and count against spool.max_bytes) until a connection of that name
+    is configured again, or until this discards them. Run it with the server stopped; export
+    the files first (`spool export`) to keep a copy.
+    """
+    from s3forward.spool.discard import connections_held, discard, held_by
+    from s3forward.spool.sqlite import SqliteSpool
+
+    config = _load(config_path)
+    if connection_name in config.connections:
+        _fail(
+            f"connection {connection_name!r} is configured: its data is being forwarded; remove "
+            "it from the config (and restart or reload) before discarding what it left",
+            EXIT_USAGE,
+        )
+    path = config.spool.path
+    if not path.exists():
+        _fail(f"there is no spool at {path}")
+    try:
+        store = SqliteSpool.open(path)
+    except S3ForwardError as exc:
+        _fail(f"{exc} (stop the server before discarding)")
+    try:
+        held = held_by(store, connection_name)
+        if held.empty:
+            others = sorted(connections_held(store) - set(config.connections))
+            hint = f"; it holds data of: {', '.join(others)}" if others else ""
+            click.echo(f"the spool holds nothing for connection {connection_name!r}{hint}")
+            return
+        if not yes:
+            click.echo(f"would discard {held.describe()}; nothing changed (add --yes to do it)")
+            return
+        done = discard(store, connection_name)
+    except S3ForwardError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    click.echo(f"discarded {done.describe()}")
 
 
 # ---------------------------------------------------------------- cluster (issue 9)

@@ -346,6 +346,7 @@ def _live_snapshot(rt: RunningService, reader: SpoolView, history: History | Non
             "max_bytes": rt.config.spool.max_bytes,
             "schema_version": rt.spool.schema_version(),
             **reader.counts().as_dict(),
+            "unconfigured": unconfigured_data(reader, rt.config),
         },
         **_file_lists(reader),
         "history": {
@@ -353,6 +354,23 @@ def _live_snapshot(rt: RunningService, reader: SpoolView, history: History | Non
             "points": history.points() if history else [],
         },
     }
+
+
+def unconfigured_data(reader: SpoolView, config: Config) -> list[dict[str, Any]]:
+    """What the spool holds for connections no longer in ``config`` (kept, not forwarded, until
+    one of that name is configured again or ``spool discard`` lets it go)."""
+    pending = reader.pending_by_connection()
+    open_counts = reader.open_windows_by_connection()
+    names = (set(pending) | set(open_counts)) - set(config.connections)
+    return [
+        {
+            "name": name,
+            "pending_files": pending.get(name, (0, 0))[0],
+            "pending_bytes": pending.get(name, (0, 0))[1],
+            "open_windows": open_counts.get(name, 0),
+        }
+        for name in sorted(names)
+    ]
 
 
 def _age(since: float | None, now: float) -> float:
@@ -446,6 +464,7 @@ def snapshot_from_spool(config: Config) -> Snapshot:
                 "max_bytes": config.spool.max_bytes,
                 "schema_version": reader.schema_version(),
                 **reader.counts().as_dict(),
+                "unconfigured": unconfigured_data(reader, config),
             },
             **_file_lists(reader),
             "history": {"interval_seconds": None, "points": []},
@@ -498,6 +517,13 @@ def plain_lines(snap: Snapshot) -> Iterable[str]:
         f"open windows {spool['open_windows']}  sealed windows {spool['sealed_windows']}  "
         f"files waiting {spool['pending_files']}  schema v{spool.get('schema_version', '?')}"
     )
+    for gone in spool.get("unconfigured", []):
+        yield (
+            f"  held for connection {gone['name']} (no longer configured): "
+            f"{gone['pending_files']} files ({_size(gone['pending_bytes'])}), open windows "
+            f"{gone['open_windows']}; not forwarded. Configure it again, or let it go with "
+            f"`s3forward spool discard --connection {gone['name']}` (server stopped)"
+        )
     yield ""
     for c in snap["connections"]:
         yield f"connection {c['name']} -> {c['destination']['url']}  [{c['state'].upper()}]"

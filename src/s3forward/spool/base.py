@@ -224,9 +224,16 @@ class SpoolTransaction(Protocol):
         ...
 
     def drop_window(self, window_id: int) -> int:
-        """Forget a SEALED window whose file has nothing to write, releasing its items and
-        every batch no other window refers to, as ``store_file`` does. Idempotent. Returns the
-        bytes of batch bodies released."""
+        """Forget a window (a SEALED one whose file has nothing to write, or any window of a
+        connection an operator discards), releasing its items and every batch no other window
+        refers to, as ``store_file`` does. Idempotent. Returns the bytes of batch bodies
+        released."""
+        ...
+
+    def discard_file(self, file_id: int) -> int:
+        """Delete a PENDING file without delivering it (an operator discards a removed
+        connection's data). Returns the bytes of its body; 0 (and no change) when the file is
+        unknown or not pending. Idempotent."""
         ...
 
     def mark_delivered(self, file_id: int, now: float) -> int:

@@ -181,6 +181,12 @@ class _Transaction:
         stored = self.state.files.get(file_id)
         return stored if stored is not None and stored.state is FileState.PENDING else None
 
+    def discard_file(self, file_id: int) -> int:
+        if self._pending(file_id) is None:
+            return 0
+        del self.state.files[file_id]
+        return len(self.state.bodies.pop(file_id, b""))
+
     def mark_delivered(self, file_id: int, now: float) -> int:
         stored = self._pending(file_id)
         if stored is None:

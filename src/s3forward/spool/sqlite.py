@@ -570,6 +570,16 @@ class _Transaction:
         self.flush()
         return self._release_window(window_id)
 
+    def discard_file(self, file_id: int) -> int:
+        row = self._execute(
+            "SELECT LENGTH(body) FROM files WHERE id = ? AND state = ?",
+            (file_id, FileState.PENDING),
+        ).fetchone()
+        if row is None:
+            return 0
+        self._conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        return int(row[0] or 0)
+
     def mark_delivered(self, file_id: int, now: float) -> int:
         row = self._execute(
             "SELECT LENGTH(body) FROM files WHERE id = ? AND state = ?",

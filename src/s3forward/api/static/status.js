@@ -105,6 +105,17 @@
       ]);
       return card;
     });
+    for (const gone of s.spool.unconfigured || []) {
+      cards.push(el("article", { cls: "card conn unknown", "data-connection": gone.name }, [
+        el("div", { cls: "head" }, [el("span", { cls: "name", text: gone.name }), el("span", { cls: "pill unknown", text: "not configured" })]),
+        el("div", { cls: "message", text: "No longer in the config: its data is kept, not forwarded, until a connection of this name is configured again or `s3forward spool discard --connection " + gone.name + "` lets it go." }),
+        el("dl", { cls: "facts" }, [
+          fact("Files waiting", int(gone.pending_files)),
+          fact("Waiting bytes", bytes(gone.pending_bytes)),
+          fact("Open windows", int(gone.open_windows)),
+        ]),
+      ]));
+    }
     $("connections").replaceChildren(...cards);
   }
 
