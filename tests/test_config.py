@@ -344,6 +344,14 @@ def test_sizes_accept_units(given: Any, size: int) -> None:
     assert load(max_file_bytes=given).max_file_bytes == size
 
 
+def test_a_file_size_over_what_can_be_built_in_memory_is_refused_with_the_reason() -> None:
+    """max_file_bytes is at most 1 GiB: a file is built in memory and uploaded in one PUT."""
+    (found,) = problems(document(max_file_bytes="2GiB"))
+    assert "max_file_bytes" in found
+    assert "expected at most 1073741824 bytes (1GiB: a file is built and uploaded whole" in found
+    assert "got 2147483648" in found
+
+
 def test_size_that_is_not_a_size_is_an_error() -> None:
     """ "lots" is refused with an example size."""
     (found,) = problems(document(max_file_bytes="lots"))

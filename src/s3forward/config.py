@@ -556,6 +556,9 @@ class Config:
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+MAX_FILE_BYTES = (1024**3, "1GiB: a file is built and uploaded whole, in memory")
+"""The largest ``max_file_bytes``: a file is built in memory and sent in one PUT."""
+
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1,
@@ -665,7 +668,10 @@ class _Table:
             return default
         return value
 
-    def size(self, key: str, default: int, *, minimum: int = 1) -> int:
+    def size(
+        self, key: str, default: int, *, minimum: int = 1, maximum: tuple[int, str] | None = None
+    ) -> int:
+        """A size in bytes; ``maximum`` is the largest allowed and why."""
         if self._absent(key):
             return default
         value = self._raw(key)
@@ -682,6 +688,9 @@ class _Table:
             return default
         if parsed < minimum:
             self.problem(key, f"expected at least {minimum} bytes, got {parsed}")
+            return default
+        if maximum is not None and parsed > maximum[0]:
+            self.problem(key, f"expected at most {maximum[0]} bytes ({maximum[1]}), got {parsed}")
             return default
         return parsed
 
@@ -986,7 +995,9 @@ def _read_connection(name: str, table: _Table, input_names: set[str]) -> Connect
         batch_window=table.duration("batch_window", d.batch_window, minimum=0.001),
         session_timeout=table.duration("session_timeout", d.session_timeout, minimum=0.001),
         max_session_age=table.duration("max_session_age", d.max_session_age, minimum=0.001),
-        max_file_bytes=table.size("max_file_bytes", d.max_file_bytes, minimum=1024),
+        max_file_bytes=table.size(
+            "max_file_bytes", d.max_file_bytes, minimum=1024, maximum=MAX_FILE_BYTES
+        ),
         max_open_windows=table.integer("max_open_windows", d.max_open_windows, minimum=1),
         max_open_bytes=table.size("max_open_bytes", d.max_open_bytes, minimum=1024),
         storage_class=storage_class,
