@@ -151,3 +151,34 @@ def test_status_page_renders_failures_and_matches_metrics(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert overflow <= 0, "the page must not scroll sideways on a phone"
+
+
+def test_status_page_shows_what_a_removed_connection_left_in_the_spool(
+    start_service: Callable[..., ServiceProcess],
+    scrape: Callable[[ServiceProcess], Any],
+    make_batch: Callable[..., dict[str, Any]],
+    moto_server: str,
+    browser: Any,
+) -> None:
+    """archive's undelivered files stay when it is removed; the page names them, not
+    configured, with the command that lets them go."""
+    service = start_service(connection=_two_connections(moto_server))
+    _send(service, make_batch, 0)
+    m = _settled(service, scrape)
+    waiting = int(m.value("s3forward_files_sealed_total", connection="archive"))
+    service.terminate()
+    text = service.config_path.read_text()
+    service.config_path.write_text(text[: text.index("[connections.archive]")])
+    service.start()
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.goto(service.url + "/")
+    page.wait_for_selector("body[data-loaded=true]", timeout=10_000)
+    gone = page.locator("article[data-connection=archive]")
+    assert gone.locator(".pill").inner_text().lower() == "not configured"
+    assert "s3forward spool discard --connection archive" in gone.locator(".message").inner_text()
+    assert gone.locator("dd").first.inner_text() == str(waiting)
+    assert problems == []
