@@ -109,8 +109,8 @@ def _objects(s3: Any, bucket: str) -> list[tuple[str, list[dict[str, Any]]]]:
             body = gzip.decompress(body)
         lines = [orjson.loads(line) for line in body.splitlines() if line]
         for line in lines:
-            line.pop("message_id")
-            line.pop("timestamp_unixtime_ms")  # when this service received it
+            line.pop("message_id", None)
+            line.pop("timestamp_unixtime_ms", None)  # when this service received it
         app, rest = item["Key"].rsplit("/", 1)[-1].split("_", 1)
         out.append((f"{app}_<time>_<digits>{rest[rest.index('.') :]}", lines))
     return sorted(out, key=repr)
@@ -168,3 +168,34 @@ def test_a_batch_of_two_sessions_gives_the_objects_single_node_mode_gives(
     )
     assert names == [["a1", "a-end"], ["b1", "b-end"]]
     assert {lines[0]["batch_id"] for _, lines in cluster_objects} == {4242}
+
+
+def test_a_retried_alias_request_is_stored_once_after_the_jetstream_duplicate_window(
+    cluster_nodes: NodeFactory, s3_client: Any, bucket: str
+) -> None:
+    """As in single-node mode, an alias request's request_id dedups like a source_request_id:
+    the same alias request sent again after JetStream's 1 s dedup window is stored in the log
+    again, and the worker drops it (request KV); it lands once."""
+    node = cluster_nodes(duplicate_window='"1s"', connection="send_alias_requests = true")
+
+    def alias(request_id: str) -> dict[str, Any]:
+        return {
+            "request_type": "alias",
+            "request_id": request_id,
+            "environment": "development",
+            "data": {"source_mpid": 1, "destination_mpid": 2},
+        }
+
+    def landed() -> list[str]:
+        return sorted(
+            line["request_id"] for _, lines in _objects(s3_client, bucket) for line in lines
+        )
+
+    assert node.post("/v1/identity/alias", alias("r-1"))[0] == 202
+    wait_until(lambda: landed() == ["r-1"], 60, "the first alias request's file")
+    time.sleep(1.5)  # past the stream's duplicate_window
+    assert node.post("/v1/identity/alias", alias("r-1"))[0] == 202
+    assert node.post("/v1/identity/alias", alias("r-2"))[0] == 202
+    wait_until(lambda: "r-2" in landed(), 60, "the later alias request")
+    time.sleep(2)
+    assert landed() == ["r-1", "r-2"]

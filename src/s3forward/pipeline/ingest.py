@@ -19,7 +19,7 @@ import orjson
 from s3forward.config import BatchingMode, Config
 from s3forward.errors import PayloadTooLargeError, Problem, SpoolFullError, StoppingError
 from s3forward.intake import SubmitResult
-from s3forward.mparticle import batch_id_for, is_alias_request, split_by_session
+from s3forward.mparticle import batch_id_for, dedup_key, split_by_session
 from s3forward.mparticle.parse import ValidatedBatches
 from s3forward.pipeline.usage import (
     SpoolUsage,
@@ -36,19 +36,6 @@ from s3forward.windows import item_count
 
 READY_FRACTION = 0.9
 """Readiness turns false at this fraction of the spool cap, before ingest starts answering 429."""
-
-
-def _dedup_key(batch: dict[str, Any]) -> str | None:
-    """The id a client retry repeats: ``source_request_id``, or an alias request's
-    ``request_id`` (kept apart from batch ids by a prefix)."""
-    rid = batch.get("source_request_id")
-    if isinstance(rid, str) and rid:
-        return rid
-    if is_alias_request(batch):
-        alias_id = batch.get("request_id")
-        if isinstance(alias_id, str) and alias_id:
-            return f"alias\x1f{alias_id}"
-    return None
 
 
 class _IngestOp:
@@ -79,7 +66,7 @@ class _IngestOp:
         # Issue 10: compressed here, on the caller's thread, so the writer thread only stores.
         self.stored = [compress_body(body) for body in bodies]
         self.received_at = received_at
-        self.request_ids = [_dedup_key(b) for b in batches]
+        self.request_ids = [dedup_key(b) for b in batches]
 
     def __call__(self, txn: SpoolTransaction, now: float) -> SubmitResult:
         return self.ingest._apply(self, txn, now)
