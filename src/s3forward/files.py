@@ -38,6 +38,9 @@ class FileItem:
     position: int = 0
     """Where the batch sits in the log (with ``input``, its stable identity)."""
     input: str = ""
+    part: int | None = None
+    """Which session part of the batch at ``position`` this is, when a log keeps a batch of
+    several sessions whole and splits it on reading (cluster mode); None otherwise."""
 
     @property
     def message_id(self) -> str:
@@ -46,6 +49,8 @@ class FileItem:
             f"{self.input}\x1f{self.position}\x1f{self.received_ms}\x1f{self.batch_id}"
             f"\x1f{'' if self.event_index is None else self.event_index}"
         )
+        if self.part is not None:
+            name += f"\x1fpart:{self.part}"
         return uuid5_string(name)
 
     def effective_batch(self) -> dict[str, Any]:

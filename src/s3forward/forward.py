@@ -20,9 +20,10 @@ from s3forward.config import BatchingMode, ConnectionSettings
 from s3forward.errors import KeyTakenError
 from s3forward.files import EmptyWindow, FileItem, build_file, with_new_digits
 from s3forward.layout import EncodedObject
-from s3forward.mparticle import batch_id_for, ends_session, split_by_session
+from s3forward.mparticle import batch_id_for, split_by_session
+from s3forward.pipeline.usage import sized_items
 from s3forward.sinks.base import Sink, WriteOutcome
-from s3forward.windows import Grouper, Sealed, WindowPolicy, group_of
+from s3forward.windows import Grouper, Sealed, WindowPolicy
 
 _MAX_KEY_ATTEMPTS = 5
 
@@ -105,28 +106,19 @@ def forward_batches(
 
     positions = itertools.count(1)
     for batch in batches:
-        position = next(positions)
         now = clock.now()
         received_ms = int(now * 1000)
         batch_id = batch_id_for(batch, rng)
-        events = batch.get("events") or []
-        if mode is BatchingMode.PER_EVENT and events:
-            for index, event in enumerate(events):
-                item = FileItem(batch, received_ms, batch_id, index, position, input_name)
-                size = len(orjson.dumps(event))
-                write(grouper.add(f"event:{id(item)}", item, size, now))
-            continue
         # Issue 11: per session, a batch of several sessions is split as the service does;
         # each part is a batch of its own, with a position of its own.
         parts = split_by_session(batch) if mode is BatchingMode.PER_SESSION else [batch]
         for part in parts:
-            if part is not batch:
-                position = next(positions)
-            item = FileItem(part, received_ms, batch_id, None, position, input_name)
-            size = len(orjson.dumps(part))
-            closes = mode is BatchingMode.PER_SESSION and ends_session(part)
-            group = group_of(part, input_name, mode)
-            write(grouper.add(group, item, size, now, ends_session=closes))
+            position = next(positions)
+            body_bytes = len(orjson.dumps(part))
+            for plan, size in sized_items(part, body_bytes, input_name, mode, position):
+                index = plan.event_index
+                item = FileItem(part, received_ms, batch_id, index, position, input_name)
+                write(grouper.add(plan.group, item, size, now, ends_session=plan.ends_session))
         write(grouper.due(now))
     write(grouper.finish())
     return summary

@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from s3forward.config import BatchingMode, ConnectionSettings
-from s3forward.mparticle import device_key, session_key
+from s3forward.mparticle import device_key, ends_session, session_key
 
 T = TypeVar("T")
 
@@ -52,6 +52,47 @@ def group_of(batch: dict[str, Any], input_name: str, mode: BatchingMode) -> str:
         if session is not None:
             return f"{input_name}\x1fsession:{session}"
     return f"{input_name}\x1f{device_key(batch)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPlan:
+    """One window item a stored batch becomes for a connection."""
+
+    group: str
+    event_index: int | None
+    """The one event of the batch this item is (per_event), or None for the whole batch."""
+    ends_session: bool
+
+
+def items_of(
+    batch: dict[str, Any], input_name: str, mode: BatchingMode, position: int
+) -> list[ItemPlan]:
+    """The items a batch stored at ``position`` becomes for a connection in ``mode``: in
+    per_event mode one per event, each a group of its own (named by its position), else the
+    batch itself in its device's or session's window (``group_of``).
+
+    One rule for every engine (the single-node spool, cluster replay, the offline forward),
+    so that they cut the same files. A batch holding several sessions is split
+    (``mparticle.split_by_session``) before this, for per_session connections only.
+    """
+    events = _own_events(batch, mode)
+    if events:
+        return [
+            ItemPlan(f"{input_name}\x1fevent:{position}:{index}", index, False)
+            for index in range(events)
+        ]
+    closes = mode is BatchingMode.PER_SESSION and ends_session(batch)
+    return [ItemPlan(group_of(batch, input_name, mode), None, closes)]
+
+
+def item_count(batch: dict[str, Any], mode: BatchingMode) -> int:
+    """``len(items_of(...))``, known before the batch has a position."""
+    return _own_events(batch, mode) or 1
+
+
+def _own_events(batch: dict[str, Any], mode: BatchingMode) -> int:
+    """How many events of the batch are items of their own: all of them in per_event mode."""
+    return len(batch.get("events") or []) if mode is BatchingMode.PER_EVENT else 0
 
 
 class SealReason(StrEnum):
@@ -404,10 +445,14 @@ class Grouper(Generic[T]):
 
 __all__ = [
     "Grouper",
+    "ItemPlan",
     "OpenWindow",
     "Placement",
     "SealReason",
     "Sealed",
     "WindowPolicy",
     "Windower",
+    "group_of",
+    "item_count",
+    "items_of",
 ]

@@ -112,6 +112,14 @@ def test_message_id_is_deterministic_by_request_id_else_by_bytes() -> None:
     assert message_id("app", {}, body) != message_id("other", {}, body)
 
 
+def test_an_alias_requests_message_id_follows_its_request_id() -> None:
+    """As single-node dedup does: an alias request's request_id names it, apart from any
+    source_request_id of the same text."""
+    alias = {"request_type": "alias", "request_id": "r-1"}
+    assert message_id("app", alias, b"a") == message_id("app", alias, b"b")
+    assert message_id("app", alias, b"a") != message_id("app", {"source_request_id": "r-1"}, b"a")
+
+
 def test_retention_is_the_longest_window_plus_the_outage_budget() -> None:
     """A per-session connection with a 6 h max age and a 1 h budget keeps 7 h of log."""
     config = load(outage_budget="1h")

@@ -193,35 +193,51 @@ def test_session_survives_its_workers_death_and_seals_once(
     cluster_nodes: NodeFactory, s3_client: Any, bucket: str
 ) -> None:
     """A per_session window opened on one worker, which is then killed (-9); the surviving
-    worker rebuilds the open session from the log and seals it once when it ends."""
+    worker rebuilds the open session from the log and seals it once when it ends. A second
+    session that began inside a batch of the first (split per session) survives too."""
     connection = 'wait_for_complete_batch = true\nsession_timeout = "60s"'
     ingest = cluster_nodes(roles='["ingest"]', connection=connection)
     doomed = cluster_nodes(roles='["worker"]', connection=connection)
-    session = {"session_uuid": "sess-1"}
 
-    def batch(number: int, *, end: bool = False) -> dict[str, Any]:
+    def event(number: int, session: str, kind: str = "custom_event") -> dict[str, Any]:
+        data = {"event_name": f"phone#{number}", "custom_event_type": "other"}
+        if kind == "session_end":
+            data = {}
+        return {"event_type": kind, "data": {**data, "session_uuid": session}}
+
+    def batch(number: int, *, end: bool = False, other: int | None = None) -> dict[str, Any]:
         body = make_batch("phone", number)
-        body["events"][0]["data"].update(session)
+        body["events"] = [event(number, "sess-1")]
+        if other is not None:  # an event of a second session in the same batch
+            body["events"].append(event(other, "sess-2"))
         if end:
-            body["events"].append({"event_type": "session_end", "data": dict(session)})
+            body["events"].append(event(number, "sess-1", "session_end"))
         return body
 
     for number in range(3):
-        assert ingest.post("/v2/events", batch(number))[0] == 202
+        assert (
+            ingest.post("/v2/events", batch(number, other=100 if number == 1 else None))[0] == 202
+        )
 
-    def open_on_doomed() -> bool:
+    def open_on_doomed() -> int:
         status, page = doomed.get("/cluster/status.json")
         assert status == 200
-        return any(p["open_windows"] for p in orjson.loads(page)["worker"]["partitions"])
+        return sum(p["open_windows"] for p in orjson.loads(page)["worker"]["partitions"])
 
-    wait_until(open_on_doomed, 60, "the session window to be open on the first worker")
+    wait_until(lambda: open_on_doomed() == 2, 60, "both sessions open on the first worker")
     doomed.kill9()
     survivor = cluster_nodes(roles='["worker"]', connection=connection)
     for number in range(3, 5):
         assert ingest.post("/v2/events", batch(number))[0] == 202
     assert ingest.post("/v2/events", batch(5, end=True))[0] == 202
-    wait_until(lambda: bool(names_by_object(s3_client, bucket)), 90, "the session's file")
+    second_ends = make_batch("phone", 101)
+    second_ends["events"] = [event(101, "sess-2"), event(101, "sess-2", "session_end")]
+    assert ingest.post("/v2/events", second_ends)[0] == 202
+    wait_until(lambda: len(names_by_object(s3_client, bucket)) >= 2, 90, "both sessions' files")
     time.sleep(3)
     objects = names_by_object(s3_client, bucket)
-    assert list(objects.values()) == [[f"phone#{n}" for n in range(6)]], objects
+    assert sorted(objects.values()) == [
+        [f"phone#{n}" for n in range(6)],
+        ["phone#100", "phone#101"],
+    ], objects
     assert survivor.alive()

@@ -39,7 +39,17 @@ def make_config(**connection: Any) -> Config:
     )
 
 
-def batch_entry(seq: int, time: float, device: int, *, session: int | None, end: bool) -> LogEntry:
+def batch_entry(
+    seq: int,
+    time: float,
+    device: int,
+    *,
+    session: int | None,
+    end: bool,
+    second: int | None = None,
+) -> LogEntry:
+    """A batch with event ``e<seq>``; with ``second``, also ``e<seq>b`` of another session
+    of the same device (a batch of two sessions, split for per_session connections)."""
     events: list[dict[str, Any]] = [
         {
             "event_type": "custom_event",
@@ -49,6 +59,17 @@ def batch_entry(seq: int, time: float, device: int, *, session: int | None, end:
     if session is not None:
         for event in events:
             event["data"]["session_uuid"] = f"s{device}-{session}"
+        if second is not None and second != session:
+            events.append(
+                {
+                    "event_type": "custom_event",
+                    "data": {
+                        "event_name": f"e{seq}b",
+                        "custom_event_type": "other",
+                        "session_uuid": f"s{device}-{second}",
+                    },
+                }
+            )
         if end:
             events.append(
                 {"event_type": "session_end", "data": {"session_uuid": f"s{device}-{session}"}}
@@ -75,6 +96,7 @@ entries = st.lists(
         st.one_of(st.none(), st.integers(0, 2)),  # session
         st.booleans(),  # session end
         st.booleans(),  # a tick instead of a batch
+        st.one_of(st.none(), st.integers(0, 2)),  # a second session in the same batch
     ),
     min_size=1,
     max_size=40,
@@ -87,15 +109,18 @@ MODES: dict[str, dict[str, bool]] = {
 modes = st.sampled_from(sorted(MODES))
 
 
-def build_log(spec: list[tuple[float, int, int | None, bool, bool]]) -> list[LogEntry]:
+Spec = list[tuple[float, int, int | None, bool, bool, int | None]]
+
+
+def build_log(spec: Spec) -> list[LogEntry]:
     log: list[LogEntry] = []
     now = 1_700_000_000.0
-    for seq, (step, device, session, end, tick) in enumerate(spec, start=1):
+    for seq, (step, device, session, end, tick, second) in enumerate(spec, start=1):
         now += step
         log.append(
             LogEntry(seq, now, None)
             if tick
-            else batch_entry(seq, now, device, session=session, end=end)
+            else batch_entry(seq, now, device, session=session, end=end, second=second)
         )
     log.append(LogEntry(len(log) + 1, now + 1000, None))  # a late tick seals everything
     return log
@@ -104,15 +129,17 @@ def build_log(spec: list[tuple[float, int, int | None, bool, bool]]) -> list[Log
 @settings(max_examples=150, deadline=None)
 @given(spec=entries, mode=modes, data=st.data())
 def test_replay_from_any_low_watermark_yields_byte_identical_objects(
-    spec: list[tuple[float, int, int | None, bool, bool]], mode: str, data: st.DataObject
+    spec: Spec, mode: str, data: st.DataObject
 ) -> None:
     """A worker dies after any entry; its successor replays from the recorded watermark with the
-    recorded seals: together they write each file once, under the same key, with the same bytes."""
+    recorded seals: together they write each file once, under the same key, with the same bytes.
+    Batches of two sessions are split per session on every replay the same way."""
     config = make_config(**MODES[mode])
     log = build_log(spec)
     reference = run(config, log, 1, [])
     expected = {f.record.key: f.built.obj.body for f in reference}
     assert len(expected) == len(reference)
+    assert_each_event_once_and_sessions_apart(log, reference, split=mode == "per_session")
 
     crash_after = data.draw(st.integers(0, len(log)))
     delivered_upto = data.draw(st.integers(0, crash_after))
@@ -133,3 +160,28 @@ def test_replay_from_any_low_watermark_yields_byte_identical_objects(
         previous = written.setdefault(sealed.record.key, sealed.built.obj.body)
         assert previous == sealed.built.obj.body, "a rebuilt file differs from its first write"
     assert written == expected
+
+
+def assert_each_event_once_and_sessions_apart(
+    log: list[LogEntry], files: list[SealedFile], *, split: bool
+) -> None:
+    """Every event of the log is in exactly one file; with ``split``, every file holds one
+    session's events (a batch of two sessions went to both sessions' files)."""
+    sent = [
+        e["data"]["event_name"]
+        for entry in log
+        if entry.input is not None
+        for e in orjson.loads(entry.body)["events"]
+        if "event_name" in e["data"]
+    ]
+    found: list[str] = []
+    for sealed in files:
+        sessions = set()
+        for line in sealed.built.obj.body.splitlines():
+            for event in orjson.loads(line)["events"]:
+                sessions.add(event["data"].get("session_uuid"))
+                if "event_name" in event["data"]:
+                    found.append(event["data"]["event_name"])
+        if split:
+            assert len(sessions) == 1, f"{sealed.record.key} mixes sessions {sessions}"
+    assert sorted(found) == sorted(sent)

@@ -10,13 +10,14 @@ from typing import Any
 
 import orjson
 import pytest
-from clusterkit import cluster_config
+from clusterkit import cluster_config, make_batch
 from natskit import NatsCluster
 
+from s3forward.cluster import worker as worker_module
 from s3forward.cluster.admin import init_cluster
 from s3forward.cluster.connection import FencedError, connect
 from s3forward.cluster.replay import LogEntry, PartitionReplay
-from s3forward.cluster.worker import ClusterWorker, _PartitionRunner
+from s3forward.cluster.worker import ClusterWorker, _feed_chunk, _PartitionRunner
 from s3forward.config import Config, load_config
 from s3forward.errors import KeyTakenError
 from s3forward.layout import EncodedObject
@@ -156,6 +157,64 @@ def test_a_recorded_window_rebuilt_with_other_bytes_keeps_its_earlier_object(
             assert sink.written == [], "the earlier object is kept, not written twice"
             (record,) = await _PartitionRunner(worker, 1)._read_seal_log()
             assert record.key == sealed.record.key, "no rekey record"
+        finally:
+            assert worker._nc is not None
+            await worker._nc.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("per_record", [200, 2])
+def test_the_files_a_chunk_seals_are_recorded_in_one_append_that_a_successor_reads(
+    tmp_path: Path,
+    nats_cluster: NatsCluster,
+    cluster_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    per_record: int,
+) -> None:
+    """Three devices' windows sealed by one chunk: one fenced ``seals`` record (not three;
+    two when a record takes two files) before the writes, with the lowest watermark of every
+    file recorded so far; a successor reading the seal log knows all three files under their
+    keys and starts from that watermark, low enough to rebuild all three."""
+    monkeypatch.setattr(worker_module, "_SEALS_PER_RECORD", per_record)
+    config = _config(tmp_path, nats_cluster, cluster_name)
+    sink = TakenOnceSink()
+    sink.refused = True  # an ordinary sink: every key is free
+
+    async def scenario() -> None:
+        await init_cluster(config)
+        worker = await _worker(config, "w", sink)
+        try:
+            runner = _PartitionRunner(worker, 2)
+            await runner._read_seal_log()
+            await runner._append({"type": "takeover", "low": 1})
+            before = runner.seal_seq
+            replay = PartitionReplay(config, prefix=cluster_name, partition=2, start=1)
+            t0 = 1_700_000_000.0
+
+            def batch_at(seq: int, at: float, device: str) -> LogEntry:
+                body = orjson.dumps(make_batch(device, seq))
+                return LogEntry(seq, t0 + at, "app", body, seq, seq)
+
+            chunk = [
+                batch_at(1, 1.0, "d0"),
+                batch_at(2, 1.2, "d1"),
+                batch_at(3, 1.4, "d2"),
+                LogEntry(4, t0 + 3.5, None),  # a tick: the three 1 s windows are due
+                batch_at(5, 4.0, "late"),  # opens a window that stays open
+            ]
+            applied = _feed_chunk(replay, chunk)
+            sealed = [f for _, files, _ in applied for f in files]
+            assert len(sealed) == 3
+            await runner._record_and_write(applied)
+            appends = -(-3 // per_record)
+            assert runner.seal_seq == before + appends, "one append per record, not per file"
+            assert sink.written == [f.record.key for f in sealed]
+            successor = _PartitionRunner(worker, 2)
+            recorded = await successor._read_seal_log()
+            assert sorted(r.key for r in recorded) == sorted(sink.written)
+            lows = [low for _, _, file_lows in applied for low in file_lows]
+            assert successor.recorded_low == min(lows) == 1
         finally:
             assert worker._nc is not None
             await worker._nc.close()

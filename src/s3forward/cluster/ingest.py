@@ -11,7 +11,8 @@ the request fails (503/429) and the client's retry publishes every batch again: 
 were stored dedup on their message id, the others are stored now. So from the client's view the
 request is all-or-nothing.
 
-The message id is derived from the batch's ``source_request_id`` when it has one, else from its
+The message id is derived from the batch's ``source_request_id`` (an alias request's
+``request_id``, as in single-node mode: ``mparticle.dedup_key``) when it has one, else from its
 exact bytes. The 7-day ``source_request_id`` promise is kept by the workers (request KV bucket,
 ``worker.py``), not here: JetStream's own dedup only spans ``duplicate_window``.
 """
@@ -32,7 +33,7 @@ from s3forward.cluster.publish import Ack, Outbound, PipelinedPublisher
 from s3forward.config import ClusterSettings, Config
 from s3forward.errors import SpoolUnavailableError, StoppingError
 from s3forward.intake import SubmitResult
-from s3forward.mparticle import batch_id_for, device_key
+from s3forward.mparticle import batch_id_for, dedup_key, device_key
 from s3forward.mparticle.parse import ValidatedBatches
 
 HEADER_INPUT = "S3F-Input"
@@ -45,8 +46,8 @@ MSG_ID = "Nats-Msg-Id"
 
 def message_id(input_name: str, batch: dict[str, Any], body: bytes) -> str:
     """The batch's deterministic JetStream message id."""
-    request_id = batch.get("source_request_id")
-    if isinstance(request_id, str) and request_id:
+    request_id = dedup_key(batch)
+    if request_id is not None:
         seed = f"r\x1f{input_name}\x1f{request_id}".encode()
     else:
         seed = b"b\x1f" + input_name.encode() + b"\x1f" + body
@@ -117,8 +118,8 @@ class JetStreamIntake:
                 HEADER_RECEIVED_MS: received_ms,
                 HEADER_BATCH_ID: str(batch_id_for(batch, self._rng)),
             }
-            request_id = batch.get("source_request_id")
-            if isinstance(request_id, str) and request_id:
+            request_id = dedup_key(batch)
+            if request_id is not None:  # the workers keep the 7-day dedup promise with it
                 headers[HEADER_REQUEST_ID] = request_id
             messages.append(
                 Outbound(

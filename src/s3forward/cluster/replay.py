@@ -2,8 +2,10 @@
 
 A worker feeds every entry of its partition's log (batches and ticks, in stream order) to a
 ``PartitionReplay``. The only clock is the broker's timestamp of each entry, so the same log
-always gives the same decisions. Window ids are the log position of the window's first item
-(``seq * 65536 + event index``), and each file's random parts (message ids, key digits) come
+always gives the same decisions. The items are those single-node mode would store (the same
+``windows.items_of``, item sizes and session split): for a per_session connection a batch of
+several sessions is one item per session part. Window ids are the log position of the window's
+first item (``seq * 65536 + event index or part``), and each file's random parts (key digits) come
 from an rng seeded with the window's identity: a window rebuilt after a takeover has the same
 key and the same bytes.
 
@@ -34,11 +36,13 @@ import orjson
 
 from s3forward.config import BatchingMode, Config, ConnectionSettings
 from s3forward.files import BuiltFile, FileItem, build_file
-from s3forward.mparticle import device_key, ends_session, session_key
+from s3forward.mparticle import split_by_session
+from s3forward.pipeline.usage import sized_items
 from s3forward.windows import Sealed, Windower, WindowPolicy
 
 Position = tuple[int, int]
-"""A log position: (stream sequence, event index, or -1 for the whole batch)."""
+"""A log position: (stream sequence, the event index (per_event) or the session part (a batch
+split by session), or -1 for the whole batch)."""
 
 _ID_STRIDE = 65536
 
@@ -122,16 +126,13 @@ def window_rng(prefix: str, partition: int, connection: str, window_id: int) -> 
     return random.Random(int.from_bytes(digest.digest()[:16], "big"))
 
 
-def group_for(batch: dict[str, Any], input_name: str, mode: BatchingMode) -> str:
-    """The window a batch joins: per input and device, or per input and session.
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """What a connection windows of one log entry: the batch, or one of its session parts."""
 
-    The same rule as the single-node engine, so files are cut the same way in both modes.
-    """
-    if mode is BatchingMode.PER_SESSION:
-        session = session_key(batch)
-        if session is not None:
-            return f"{input_name}\x1fsession:{session}"
-    return f"{input_name}\x1f{device_key(batch)}"
+    batch: dict[str, Any]
+    part: int | None
+    body_bytes: int
 
 
 @dataclass(slots=True)
@@ -202,10 +203,23 @@ class PartitionReplay:
         if entry.input is None or entry.duplicate:
             return out
         batch = orjson.loads(entry.body)
+        whole = [_Piece(batch, None, len(entry.body))]
+        parts: list[_Piece] | None = None
         for conn in self._connections.values():
             if entry.input not in conn.settings.inputs:
                 continue
-            out.extend(self._place(conn, entry, batch))
+            pieces = whole
+            if conn.settings.batching_mode is BatchingMode.PER_SESSION:
+                # As single-node ingest stores it (``pipeline/ingest.py: _store_split``): a
+                # batch of several sessions is one part per session, each in its session's
+                # window. The split is a pure function of the stored bytes: replays agree.
+                if parts is None:
+                    split = split_by_session(batch)
+                    parts = whole
+                    if len(split) > 1:
+                        parts = [_Piece(p, n, len(orjson.dumps(p))) for n, p in enumerate(split)]
+                pieces = parts
+            out.extend(self._place(conn, entry, pieces))
         return out
 
     def seal_all(self) -> list[SealedFile]:
@@ -241,38 +255,41 @@ class PartitionReplay:
     # ------------------------------------------------------------------------------------
 
     def _place(
-        self, conn: _ConnectionReplay, entry: LogEntry, batch: dict[str, Any]
+        self, conn: _ConnectionReplay, entry: LogEntry, pieces: list[_Piece]
     ) -> list[SealedFile]:
         assert entry.input is not None
         mode = conn.settings.batching_mode
-        events = batch.get("events") or []
-        placements: list[tuple[str, int, Position, bool, int | None]] = []
-        if mode is BatchingMode.PER_EVENT and events:
-            for number, event in enumerate(events):
-                group = f"{entry.input}\x1fevent:{entry.seq}:{number}"
-                placements.append(
-                    (group, len(orjson.dumps(event)), (entry.seq, number), False, number)
-                )
-        else:
-            closes = mode is BatchingMode.PER_SESSION and ends_session(batch)
-            group = group_for(batch, entry.input, mode)
-            placements.append((group, len(entry.body), (entry.seq, -1), closes, None))
         out: list[SealedFile] = []
-        for group, size, pos, closes, event_index in placements:
-            item = FileItem(
-                batch, entry.received_ms, entry.batch_id, event_index, entry.seq, entry.input
-            )
-            record = self._recorded_window(conn.settings.name, group, pos)
-            if record is not None:
-                out.extend(self._rebuild_item(record, item, pos))
-                continue
-            conn.pending_id = pos[0] * _ID_STRIDE + max(pos[1], 0)
-            placement = conn.windower.place(group, size, self.now, ends_session=closes)
-            window_id = placement.window_id
-            conn.items.setdefault(window_id, []).append(item)
-            conn.first.setdefault(window_id, pos)
-            conn.last[window_id] = pos
-            out.extend(self._built(conn, placement.sealed))
+        for piece in pieces:
+            plans = sized_items(piece.batch, piece.body_bytes, entry.input, mode, entry.seq)
+            for plan, size in plans:
+                index = plan.event_index
+                if index is None:
+                    pos = (entry.seq, -1 if piece.part is None else piece.part)
+                else:
+                    pos = (entry.seq, index)
+                item = FileItem(
+                    piece.batch,
+                    entry.received_ms,
+                    entry.batch_id,
+                    index,
+                    entry.seq,
+                    entry.input,
+                    piece.part,
+                )
+                record = self._recorded_window(conn.settings.name, plan.group, pos)
+                if record is not None:
+                    out.extend(self._rebuild_item(record, item, pos))
+                    continue
+                conn.pending_id = pos[0] * _ID_STRIDE + max(pos[1], 0)
+                placement = conn.windower.place(
+                    plan.group, size, self.now, ends_session=plan.ends_session
+                )
+                window_id = placement.window_id
+                conn.items.setdefault(window_id, []).append(item)
+                conn.first.setdefault(window_id, pos)
+                conn.last[window_id] = pos
+                out.extend(self._built(conn, placement.sealed))
         return out
 
     def _recorded_window(self, connection: str, group: str, pos: Position) -> SealRecord | None:
@@ -344,4 +361,4 @@ class PartitionReplay:
         return built if isinstance(built, BuiltFile) else None
 
 
-__all__ = ["LogEntry", "PartitionReplay", "Position", "SealRecord", "SealedFile", "group_for"]
+__all__ = ["LogEntry", "PartitionReplay", "Position", "SealRecord", "SealedFile"]

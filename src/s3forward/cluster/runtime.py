@@ -28,7 +28,7 @@ from s3forward.api.app import IngestApp, Request
 from s3forward.api.auth import Authenticator, BadCredentials, MissingCredentials
 from s3forward.api.listen import bind_listener, url_of
 from s3forward.api.responses import Response, json_response
-from s3forward.api.server import front_door_limits, make_uvicorn_server
+from s3forward.api.server import front_door_limits, make_uvicorn_server, tune_garbage_collector
 from s3forward.api.status_page import status_routes
 from s3forward.cluster.ingest import JetStreamIntake
 from s3forward.cluster.naming import ClusterNames
@@ -238,6 +238,8 @@ class ClusterService:
             self._server.should_exit = True
 
     async def serve(self) -> None:
+        tune_garbage_collector()
+
         async def status_json(_request: object) -> Response:
             return json_response(200, self.status())
 

@@ -15,7 +15,7 @@ from s3forward.mparticle.parse import (
     session_key,
     split_events,
 )
-from s3forward.mparticle.requests import is_alias_request
+from s3forward.mparticle.requests import dedup_key, is_alias_request
 from s3forward.mparticle.sessions import split_by_session
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "alias_outbound",
     "batch_id_for",
     "decode_body",
+    "dedup_key",
     "device_key",
     "ends_session",
     "first_event_time_ms",

@@ -55,6 +55,19 @@ def is_alias_request(item: Any) -> bool:
     return type(item) is dict and item.get("request_type") == ALIAS_REQUEST_TYPE
 
 
+def dedup_key(batch: dict[str, Any]) -> str | None:
+    """The id a client retry repeats: ``source_request_id``, or an alias request's
+    ``request_id`` (kept apart from batch ids by a prefix); None when it has neither."""
+    rid = batch.get("source_request_id")
+    if isinstance(rid, str) and rid:
+        return rid
+    if is_alias_request(batch):
+        alias_id = batch.get("request_id")
+        if isinstance(alias_id, str) and alias_id:
+            return f"alias\x1f{alias_id}"
+    return None
+
+
 def validate_item(item: Any, where: str, problems: list[Problem]) -> None:
     """Append to ``problems`` everything wrong with one body item (a batch or an alias)."""
     if is_alias_request(item):

@@ -19,35 +19,23 @@ import orjson
 from s3forward.config import BatchingMode, Config
 from s3forward.errors import PayloadTooLargeError, Problem, SpoolFullError, StoppingError
 from s3forward.intake import SubmitResult
-from s3forward.mparticle import batch_id_for, ends_session, is_alias_request, split_by_session
+from s3forward.mparticle import batch_id_for, dedup_key, split_by_session
 from s3forward.mparticle.parse import ValidatedBatches
-from s3forward.pipeline.usage import SpoolUsage, on_disk
+from s3forward.pipeline.usage import (
+    SpoolUsage,
+    event_line_size,
+    line_size,
+    on_disk,
+    sized_items,
+)
 from s3forward.pipeline.windowbook import ConnectionWindows, WindowBook
 from s3forward.pipeline.writer import GroupCommitWriter, Op
 from s3forward.spool.base import SpoolTransaction
 from s3forward.spool.codec import BodyCodec, compress_body
-from s3forward.windows import group_of
+from s3forward.windows import item_count
 
 READY_FRACTION = 0.9
 """Readiness turns false at this fraction of the spool cap, before ingest starts answering 429."""
-
-LINE_OVERHEAD = 320
-"""Bytes the outbound form may add to a batch's line (message_id, message_type, schema_version,
-the receive time, a generated batch_id, the identity array form, unique_id), counted ahead so
-that the spool cap covers the files still to be built, not only the batches."""
-
-
-def _dedup_key(batch: dict[str, Any]) -> str | None:
-    """The id a client retry repeats: ``source_request_id``, or an alias request's
-    ``request_id`` (kept apart from batch ids by a prefix)."""
-    rid = batch.get("source_request_id")
-    if isinstance(rid, str) and rid:
-        return rid
-    if is_alias_request(batch):
-        alias_id = batch.get("request_id")
-        if isinstance(alias_id, str) and alias_id:
-            return f"alias\x1f{alias_id}"
-    return None
 
 
 class _IngestOp:
@@ -78,7 +66,7 @@ class _IngestOp:
         # Issue 10: compressed here, on the caller's thread, so the writer thread only stores.
         self.stored = [compress_body(body) for body in bodies]
         self.received_at = received_at
-        self.request_ids = [_dedup_key(b) for b in batches]
+        self.request_ids = [dedup_key(b) for b in batches]
 
     def __call__(self, txn: SpoolTransaction, now: float) -> SubmitResult:
         return self.ingest._apply(self, txn, now)
@@ -295,40 +283,27 @@ class Ingest:
         self.usage.added += on_disk(len(stored_body))
         if batch_id is None:
             batch_id = batch_id_for(batch, self.rng)
-        events = batch.get("events") or []
-        plan: list[tuple[ConnectionWindows, list[int | None]]] = []
-        for state in connections:
-            if state.settings.batching_mode is BatchingMode.PER_EVENT and events:
-                plan.append((state, list(range(len(events)))))
-            else:
-                plan.append((state, [None]))
-        refs = sum(len(indexes) for _, indexes in plan)
+        refs = sum(item_count(batch, state.settings.batching_mode) for state in connections)
         position = txn.append_batch(
             input_name, received_ms, batch_id, stored_body, refs, BodyCodec.ZLIB
         )
         projected = 0
-        for state, indexes in plan:
+        for state in connections:
             mode = state.settings.batching_mode
-            for index in indexes:
-                if index is None:
-                    group = group_of(batch, input_name, mode)
-                    size = on_disk(len(body) + LINE_OVERHEAD)
-                    closes = mode is BatchingMode.PER_SESSION and ends_session(batch)
-                else:
-                    group = f"{input_name}\x1fevent:{position}:{index}"
-                    size = _one_event_line(len(body), event_sizes, index)
-                    closes = False
+            for item, size in sized_items(
+                batch, len(body), input_name, mode, position, event_sizes
+            ):
                 projected += size
                 self.book.place(
                     txn,
                     now,
                     state,
-                    group=group,
+                    group=item.group,
                     input_name=input_name,
                     position=position,
-                    event_index=index,
+                    event_index=item.event_index,
                     size=size,
-                    ends_session=closes,
+                    ends_session=item.ends_session,
                 )
         return projected
 
@@ -346,14 +321,7 @@ class Ingest:
         total = 0
         for state in connections:
             if sizes and state.settings.batching_mode is BatchingMode.PER_EVENT:
-                total += sum(_one_event_line(len(body), sizes, i) for i in range(len(sizes)))
+                total += sum(event_line_size(len(body), sizes, i) for i in range(len(sizes)))
             else:
-                total += on_disk(len(body) + LINE_OVERHEAD)
+                total += line_size(len(body))
         return total
-
-
-def _one_event_line(body_bytes: int, event_sizes: list[int], index: int) -> int:
-    """The size of event ``index``'s own line: the batch's envelope plus that one event."""
-    events_bytes = sum(event_sizes) + len(event_sizes) + 1  # "[", "]" and the commas
-    envelope = max(0, body_bytes - events_bytes)
-    return on_disk(envelope + event_sizes[index] + 2 + LINE_OVERHEAD)
