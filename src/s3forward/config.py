@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -409,6 +409,9 @@ class ServerSettings:
     # Issue 12: TLS on ingest (both or neither; re-read on reload).
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Issue 10 (ingest on every core): HTTP worker processes in front of the one spool writer.
+    workers: int = 1
+    """HTTP processes; 1 serves in the engine's own process (no worker processes)."""
 
     @property
     def tls(self) -> bool:
@@ -544,6 +547,9 @@ class Config:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     source: str = "<embedded default>"
     cluster: ClusterSettings | None = None  # issue 9: cluster mode when [cluster] is present
+    text: bytes | None = field(default=None, repr=False, compare=False)
+    """The file's bytes as read (None for the embedded default): HTTP worker processes parse
+    the same bytes, so they never see a file changed since the service read it."""
 
     def connections_for_input(self, input_name: str) -> list[ConnectionSettings]:
         return [c for c in self.connections.values() if input_name in c.inputs]
@@ -1098,9 +1104,27 @@ def _read_server(table: _Table) -> ServerSettings:
         ),
         tls_cert_file=tls[0],
         tls_key_file=tls[1],
+        workers=_workers(table),
     )
     table.finish()
     return settings
+
+
+MAX_WORKERS = 64
+
+
+def _workers(table: _Table, cpu_count: Callable[[], int | None] = os.cpu_count) -> int:
+    """``[server] workers``: a whole number of HTTP processes, or ``"auto"`` (one per core)."""
+    if not table.has("workers"):
+        return ServerSettings.workers
+    if table._raw("workers") == "auto":
+        return max(1, min(MAX_WORKERS, cpu_count() or 1))
+    if isinstance(table._raw("workers"), str):
+        table.problem(
+            "workers", f'expected a whole number or "auto", got {table._raw("workers")!r}'
+        )
+        return ServerSettings.workers
+    return table.integer("workers", ServerSettings.workers, minimum=1, maximum=MAX_WORKERS)
 
 
 # Issue 13: where the Web SDK's endpoints live, and who the client is behind a proxy.
@@ -1289,7 +1313,16 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError([Problem(str(path), f"is not UTF-8 text (byte {exc.start})")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem(str(path), f"is not valid TOML: {exc}")]) from None
-    return config_from_mapping(data, source=str(path), env=env)
+    return replace(config_from_mapping(data, source=str(path), env=env), text=raw)
+
+
+def config_from_text(raw: bytes, *, source: str) -> Config:
+    """A config from a file's bytes already read (what HTTP worker processes are sent)."""
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([Problem(source, f"cannot be parsed again: {exc}")]) from None
+    return replace(config_from_mapping(data, source=source), text=raw)
 
 
 # Issue 12: where commands look for the config when --config is not given.
