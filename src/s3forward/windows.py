@@ -74,20 +74,56 @@ def items_of(
     One rule for every engine (the single-node spool, cluster replay, the offline forward),
     so that they cut the same files. A batch holding several sessions is split
     (``mparticle.split_by_session``) before this, for per_session connections only.
+    ``planned_items`` is the same rule on the facts ``pipeline.prepared`` takes from a batch.
     """
     events = _own_events(batch, mode)
-    if events:
+    session = mode is BatchingMode.PER_SESSION
+    group = "" if events else group_of(batch, input_name, mode)
+    return planned_items(
+        mode=mode,
+        events=events,
+        device_group=group,
+        session_group=group if session else None,
+        ends_session=session and ends_session(batch),
+        input_name=input_name,
+        position=position,
+    )
+
+
+def planned_items(
+    *,
+    mode: BatchingMode,
+    events: int,
+    device_group: str,
+    session_group: str | None,
+    ends_session: bool,
+    input_name: str,
+    position: int,
+) -> list[ItemPlan]:
+    """``items_of`` from a batch's facts: how many ``events`` it holds, its device's and its
+    session's group (``group_of`` per_device and per_session; the session's only needed in
+    per_session mode) and whether it ends its session."""
+    own = events if mode is BatchingMode.PER_EVENT else 0
+    if own:
         return [
             ItemPlan(f"{input_name}\x1fevent:{position}:{index}", index, False)
-            for index in range(events)
+            for index in range(own)
         ]
-    closes = mode is BatchingMode.PER_SESSION and ends_session(batch)
-    return [ItemPlan(group_of(batch, input_name, mode), None, closes)]
+    if mode is BatchingMode.PER_SESSION:
+        if session_group is None:
+            raise ValueError("a per_session item needs the batch's session group")
+        return [ItemPlan(session_group, None, ends_session)]
+    return [ItemPlan(device_group, None, False)]
 
 
 def item_count(batch: dict[str, Any], mode: BatchingMode) -> int:
     """``len(items_of(...))``, known before the batch has a position."""
-    return _own_events(batch, mode) or 1
+    return planned_item_count(mode, len(batch.get("events") or []))
+
+
+def planned_item_count(mode: BatchingMode, events: int) -> int:
+    """``len(planned_items(...))`` for a batch of ``events`` events."""
+    return (events if mode is BatchingMode.PER_EVENT else 0) or 1
 
 
 def _own_events(batch: dict[str, Any], mode: BatchingMode) -> int:

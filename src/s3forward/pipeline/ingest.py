@@ -12,61 +12,50 @@ import asyncio
 import random
 import threading
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from s3forward.config import BatchingMode, Config
 from s3forward.errors import PayloadTooLargeError, Problem, SpoolFullError, StoppingError
 from s3forward.intake import SubmitResult
-from s3forward.mparticle import batch_id_for, dedup_key, split_by_session
+from s3forward.mparticle import new_batch_id
 from s3forward.mparticle.parse import ValidatedBatches
-from s3forward.pipeline.usage import (
-    SpoolUsage,
-    event_line_size,
-    line_size,
-    on_disk,
-    sized_items,
+from s3forward.pipeline.prepared import (
+    PreparedBatch,
+    missing_modes,
+    modes_for,
+    prepare_batches,
 )
+from s3forward.pipeline.usage import SpoolUsage, event_line_size, line_size, on_disk
 from s3forward.pipeline.windowbook import ConnectionWindows, WindowBook
 from s3forward.pipeline.writer import GroupCommitWriter, Op
 from s3forward.spool.base import SpoolTransaction
-from s3forward.spool.codec import BodyCodec, compress_body
-from s3forward.windows import item_count
+from s3forward.spool.codec import BodyCodec
+from s3forward.windows import planned_item_count, planned_items
 
 READY_FRACTION = 0.9
 """Readiness turns false at this fraction of the spool cap, before ingest starts answering 429."""
 
 
 class _IngestOp:
-    """One accepted request's batches, waiting for the writer's next commit."""
+    """One accepted request's prepared batches, waiting for the writer's next commit."""
 
-    __slots__ = (
-        "batches",
-        "bodies",
-        "ingest",
-        "input_name",
-        "received_at",
-        "request_ids",
-        "stored",
-    )
+    __slots__ = ("ingest", "input_name", "modes", "prepared", "received_at")
 
     def __init__(
         self,
         ingest: Ingest,
         input_name: str,
-        batches: list[dict[str, Any]],
-        bodies: list[bytes],
+        prepared: list[PreparedBatch],
+        modes: frozenset[BatchingMode],
         received_at: float,
     ) -> None:
         self.ingest = ingest
         self.input_name = input_name
-        self.batches = batches
-        self.bodies = bodies
-        # Issue 10: compressed here, on the caller's thread, so the writer thread only stores.
-        self.stored = [compress_body(body) for body in bodies]
+        self.prepared = prepared
+        self.modes = modes
         self.received_at = received_at
-        self.request_ids = [dedup_key(b) for b in batches]
 
     def __call__(self, txn: SpoolTransaction, now: float) -> SubmitResult:
         return self.ingest._apply(self, txn, now)
@@ -127,16 +116,36 @@ class Ingest:
     def _enqueue(
         self, input_name: str, batches: list[dict[str, Any]], received_at: float
     ) -> Future[SubmitResult]:
+        self._check_open(input_name)
+        if isinstance(batches, ValidatedBatches) and len(batches.encoded) == len(batches):
+            bodies = batches.encoded  # serialised once already, by validation
+        else:
+            bodies = [orjson.dumps(b) for b in batches]
+        # Issue 10: prepared (and compressed) here, on the caller's thread, so the writer
+        # thread only stores; HTTP worker processes run the same function and send the result.
+        modes = modes_for(self.config, input_name)
+        prepared = prepare_batches(input_name, batches, bodies, modes)
+        return self.writer.submit(_IngestOp(self, input_name, prepared, modes, received_at))
+
+    def submit_prepared(
+        self,
+        input_name: str,
+        prepared: list[PreparedBatch],
+        modes: frozenset[BatchingMode],
+        *,
+        received_at: float,
+    ) -> Future[SubmitResult]:
+        """Queue batches prepared elsewhere (an HTTP worker process) for the next commit, with
+        the same promises as ``submit``: all or nothing, the future resolves once durable."""
+        self._check_open(input_name)
+        return self.writer.submit(_IngestOp(self, input_name, prepared, modes, received_at))
+
+    def _check_open(self, input_name: str) -> None:
         if self.stopping.is_set():
             raise StoppingError("s3forward is shutting down and takes no new data")
         if input_name not in self.config.inputs:
             # Only a request authenticated just before a reload removed its input gets here.
             raise StoppingError(f"input {input_name!r} is no longer configured")
-        if isinstance(batches, ValidatedBatches) and len(batches.encoded) == len(batches):
-            bodies = batches.encoded  # serialised once already, by validation
-        else:
-            bodies = [orjson.dumps(b) for b in batches]
-        return self.writer.submit(_IngestOp(self, input_name, batches, bodies, received_at))
 
     # ---------------------------------------------------------------- in the writer
 
@@ -146,7 +155,7 @@ class Ingest:
         for op in ops:
             if isinstance(op, _IngestOp):
                 ids = wanted.setdefault(op.input_name, set())
-                ids.update(rid for rid in op.request_ids if rid is not None)
+                ids.update(p.dedup_key for p in op.prepared if p.dedup_key is not None)
         self._known = {name: txn.known_requests(name, ids) for name, ids in wanted.items()}
 
     def after_ops(self, txn: SpoolTransaction, now: float) -> None:
@@ -159,10 +168,15 @@ class Ingest:
         connections = self.book.for_input(op.input_name)
         if not connections:  # the input was removed by a reload after this request was queued
             raise StoppingError(f"input {op.input_name!r} is no longer configured")
-        sizes = [self._event_sizes(b.get("events") or [], connections) for b in op.batches]
+        missing = missing_modes(op.modes, {c.settings.batching_mode for c in connections})
+        if missing:  # a reload changed the input's connections while the request was prepared
+            raise StoppingError(
+                f"input {op.input_name!r} gained {', '.join(sorted(missing))} connections "
+                "after this request was prepared; retry"
+            )
         incoming = sum(
-            on_disk(len(body)) + self._projected(body, event_sizes, connections)
-            for body, event_sizes in zip(op.bodies, sizes, strict=True)
+            on_disk(p.body_bytes) + self._projected(p.body_bytes, p.event_sizes, connections)
+            for p in op.prepared
         )
         cap = self.config.spool.max_bytes
         if incoming > cap * READY_FRACTION:
@@ -188,9 +202,8 @@ class Ingest:
         received_ms = int(op.received_at * 1000)
         seen = self._known.setdefault(op.input_name, set())
         stored = duplicates = 0
-        for batch, body, stored_body, request_id, event_sizes in zip(
-            op.batches, op.bodies, op.stored, op.request_ids, sizes, strict=True
-        ):
+        for prepared in op.prepared:
+            request_id = prepared.dedup_key
             if request_id is not None:
                 if request_id in seen:
                     duplicates += 1
@@ -198,15 +211,7 @@ class Ingest:
                 seen.add(request_id)
                 txn.remember_request(op.input_name, request_id, now)
             self.usage.unbuilt += self._store_split(
-                txn,
-                now,
-                op.input_name,
-                batch,
-                body,
-                stored_body,
-                event_sizes,
-                received_ms,
-                connections,
+                txn, now, op.input_name, prepared, received_ms, connections
             )
             stored += 1
         return SubmitResult(stored=stored, duplicates=duplicates)
@@ -216,10 +221,7 @@ class Ingest:
         txn: SpoolTransaction,
         now: float,
         input_name: str,
-        batch: dict[str, Any],
-        body: bytes,
-        stored_body: bytes,
-        event_sizes: list[int],
+        prepared: PreparedBatch,
         received_ms: int,
         connections: list[ConnectionWindows],
     ) -> int:
@@ -229,34 +231,37 @@ class Ingest:
         per_session = [
             c for c in connections if c.settings.batching_mode is BatchingMode.PER_SESSION
         ]
-        parts = split_by_session(batch) if per_session else [batch]
-        whole, batch_id, projected = connections, None, 0
-        if len(parts) > 1:
-            batch_id = batch_id_for(batch, self.rng)
-            for part in parts:
-                part_body = orjson.dumps(part)  # rare: one batch of several sessions
+        whole, batch_id, projected = connections, prepared.batch_id, 0
+        if per_session and prepared.parts:
+            if batch_id is None:
+                batch_id = new_batch_id(self.rng)
+            for part in prepared.parts:
                 projected += self._store(
                     txn,
                     now,
                     input_name,
-                    part,
-                    part_body,
-                    compress_body(part_body),
-                    [],
+                    _Placement(part.stored, part.body_bytes, 0, [], "", part.group),
+                    part.ends_session,
                     received_ms,
                     per_session,
                     batch_id,
                 )
             whole = [c for c in connections if c not in per_session]
         if whole:
+            placement = _Placement(
+                prepared.stored,
+                prepared.body_bytes,
+                prepared.events,
+                prepared.event_sizes,
+                prepared.device_group,
+                prepared.session_group,
+            )
             projected += self._store(
                 txn,
                 now,
                 input_name,
-                batch,
-                body,
-                stored_body,
-                event_sizes,
+                placement,
+                prepared.ends_session,
                 received_ms,
                 whole,
                 batch_id,
@@ -268,60 +273,72 @@ class Ingest:
         txn: SpoolTransaction,
         now: float,
         input_name: str,
-        batch: dict[str, Any],
-        body: bytes,
-        stored_body: bytes,
-        event_sizes: list[int],
+        item: _Placement,
+        ends: bool,
         received_ms: int,
         connections: list[ConnectionWindows],
-        batch_id: int | None = None,
+        batch_id: int | None,
     ) -> int:
-        """Store one batch and place it; returns the projected bytes of its window items.
-
-        ``body`` is the batch's JSON (the files built from it are sized by it), ``stored_body``
-        the same compressed, as the spool keeps it."""
-        self.usage.added += on_disk(len(stored_body))
+        """Store one batch (or session part) and place it; returns the projected bytes of its
+        window items. Sizes come from its JSON's length, the spool keeps it compressed."""
+        self.usage.added += on_disk(len(item.stored))
         if batch_id is None:
-            batch_id = batch_id_for(batch, self.rng)
-        refs = sum(item_count(batch, state.settings.batching_mode) for state in connections)
+            batch_id = new_batch_id(self.rng)
+        refs = sum(
+            planned_item_count(state.settings.batching_mode, item.events) for state in connections
+        )
         position = txn.append_batch(
-            input_name, received_ms, batch_id, stored_body, refs, BodyCodec.ZLIB
+            input_name, received_ms, batch_id, item.stored, refs, BodyCodec.ZLIB
         )
         projected = 0
         for state in connections:
-            mode = state.settings.batching_mode
-            for item, size in sized_items(
-                batch, len(body), input_name, mode, position, event_sizes
-            ):
+            plans = planned_items(
+                mode=state.settings.batching_mode,
+                events=item.events,
+                device_group=item.device_group,
+                session_group=item.session_group,  # present: checked by missing_modes
+                ends_session=ends,
+                input_name=input_name,
+                position=position,
+            )
+            for plan in plans:
+                index = plan.event_index
+                if index is None:
+                    size = line_size(item.body_bytes)
+                else:
+                    size = event_line_size(item.body_bytes, item.event_sizes, index)
                 projected += size
                 self.book.place(
                     txn,
                     now,
                     state,
-                    group=item.group,
+                    group=plan.group,
                     input_name=input_name,
                     position=position,
-                    event_index=item.event_index,
+                    event_index=index,
                     size=size,
-                    ends_session=item.ends_session,
+                    ends_session=plan.ends_session,
                 )
         return projected
 
     @staticmethod
-    def _event_sizes(events: list[Any], connections: list[ConnectionWindows]) -> list[int]:
-        if not events or all(
-            c.settings.batching_mode is not BatchingMode.PER_EVENT for c in connections
-        ):
-            return []
-        return [len(orjson.dumps(e)) for e in events]
-
-    @staticmethod
-    def _projected(body: bytes, sizes: list[int], connections: list[ConnectionWindows]) -> int:
+    def _projected(body_bytes: int, sizes: list[int], connections: list[ConnectionWindows]) -> int:
         """The bytes the files still to be built from a batch may take (an upper estimate)."""
         total = 0
         for state in connections:
             if sizes and state.settings.batching_mode is BatchingMode.PER_EVENT:
-                total += sum(event_line_size(len(body), sizes, i) for i in range(len(sizes)))
+                total += sum(event_line_size(body_bytes, sizes, i) for i in range(len(sizes)))
             else:
-                total += line_size(len(body))
+                total += line_size(body_bytes)
         return total
+
+
+class _Placement(NamedTuple):
+    """What ``_store`` stores and places: a prepared batch, or one session part of it."""
+
+    stored: bytes
+    body_bytes: int
+    events: int
+    event_sizes: list[int]
+    device_group: str
+    session_group: str | None
