@@ -211,7 +211,13 @@ def serve(
         return load_config(reload_from)
 
     service = Service(
-        runtime, grace=grace, on_ready=announce, load_config=reload_config, listener=listener
+        runtime,
+        grace=grace,
+        on_ready=announce,
+        load_config=reload_config,
+        listener=listener,
+        log_format=fmt,
+        log_level=log_level,
     )
     try:
         import uvloop

@@ -184,6 +184,17 @@ class Metrics:
             "Repeated identical warnings and errors left out of the log (see logs.py).",
             registry=r,
         )
+        # Issue 10: HTTP worker processes ([server] workers > 1).
+        self.http_workers_running = Gauge(
+            "s3forward_http_workers_running",
+            "HTTP worker processes running now (0 when the engine serves HTTP itself).",
+            registry=r,
+        )
+        self.http_worker_restarts_total = Counter(
+            "s3forward_http_worker_restarts_total",
+            "HTTP worker processes that exited while serving and were started again.",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric in this registry."""

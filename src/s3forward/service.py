@@ -32,8 +32,9 @@ from s3forward.clock import Clock, SystemClock
 from s3forward.config import Config, ConnectionSettings, ServerSettings
 from s3forward.delivery import Delivery, Health
 from s3forward.engine import Engine
-from s3forward.errors import ConfigError, S3ForwardError
+from s3forward.errors import ConfigError, Problem, S3ForwardError
 from s3forward.metrics import Metrics
+from s3forward.multicore.hub import WorkerHub
 from s3forward.sinks import make_sink
 from s3forward.sinks.base import Sink
 from s3forward.spool.base import Spool
@@ -154,6 +155,8 @@ class Service:
         load_config: Callable[[], Config] | None = None,
         notifier: Notifier | None = None,
         listener: socket.socket | None = None,
+        log_format: str | None = None,
+        log_level: str = "info",
     ) -> None:
         self.runtime = runtime
         self.listener = listener
@@ -171,6 +174,11 @@ class Service:
         self._reload_lock = asyncio.Lock()
         self._reload_tasks: set[asyncio.Task[ReloadResult]] = set()
         self._pending_certificate: tuple[Path | None, Path | None] | None = None
+        # Issue 10: with [server] workers > 1, HTTP is served by worker processes.
+        self._hub: WorkerHub | None = None
+        self._log_args = (log_format, log_level)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
 
     def request_stop(self) -> None:
         """Stop intake now and let ``serve`` return after the grace period."""
@@ -182,6 +190,8 @@ class Service:
         self.runtime.engine.stop_intake()
         if self._server is not None:
             self._server.should_exit = True
+        if self._loop is not None and self._stop_event is not None:
+            self._loop.call_soon_threadsafe(self._stop_event.set)
 
     async def serve(self) -> None:
         tune_garbage_collector()
@@ -195,18 +205,22 @@ class Service:
         # Bound before anything starts: a port in use fails the start, with nothing to undo.
         listener = self.listener or bind_listener(config.server.host, config.server.port)
         self.listener = listener
-        server = make_uvicorn_server(
-            admin,
-            config.server.host,
-            config.server.port,
-            ssl_certfile=str(tls.tls_cert_file) if tls.tls_cert_file else None,
-            ssl_keyfile=str(tls.tls_key_file) if tls.tls_key_file else None,
-            limits=front_door_limits(config.server),
-        )
-        # Issue 10: enough open files for server.max_connections, or a warning saying so.
-        files_warning = raise_open_files_limit(config.server.max_connections)
-        if files_warning is not None:
-            log.warning("open-files limit too low", problem=files_warning)
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        server: uvicorn.Server | None = None
+        if config.server.workers == 1:  # the engine serves HTTP itself, as it always did
+            server = make_uvicorn_server(
+                admin,
+                config.server.host,
+                config.server.port,
+                ssl_certfile=str(tls.tls_cert_file) if tls.tls_cert_file else None,
+                ssl_keyfile=str(tls.tls_key_file) if tls.tls_key_file else None,
+                limits=front_door_limits(config.server),
+            )
+            # Issue 10: enough open files for server.max_connections, or a warning saying so.
+            files_warning = raise_open_files_limit(config.server.max_connections)
+            if files_warning is not None:
+                log.warning("open-files limit too low", problem=files_warning)
         self._server = server
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -230,11 +244,15 @@ class Service:
         gauges = asyncio.create_task(self._refresh_gauges())
         sampler = asyncio.create_task(history.run(rt.metrics.registry))
         try:
-            serving = asyncio.create_task(server.serve(sockets=[listener]))
-            while not server.started and not serving.done():
-                await asyncio.sleep(0.01)
-            if serving.done():
-                await serving  # re-raise a start-up failure
+            if server is not None:
+                serving = asyncio.create_task(server.serve(sockets=[listener]))
+                while not server.started and not serving.done():
+                    await asyncio.sleep(0.01)
+                if serving.done():
+                    await serving  # re-raise a start-up failure
+            else:
+                await self._start_workers(config, listener)
+                serving = asyncio.create_task(self._until_stopped())
             url = url_of(listener, "https" if tls.tls else "http")
             log.info(
                 "listening",
@@ -254,9 +272,40 @@ class Service:
             if watchdog is not None:
                 watchdog.cancel()
             self.request_stop()
+            if self._hub is not None:
+                await self._hub.stop()  # they answer what is in flight before the drain
             with contextlib.suppress(OSError):
                 token_file.unlink()
             await asyncio.to_thread(self._shutdown)
+
+    async def _until_stopped(self) -> None:
+        assert self._stop_event is not None
+        await self._stop_event.wait()
+
+    async def _start_workers(self, config: Config, listener: socket.socket) -> None:
+        """Start ``[server] workers`` HTTP worker processes, all accepting on ``listener``."""
+        if config.text is None:
+            raise ConfigError(
+                [Problem("server.workers", "worker processes need a config file to read")]
+            )
+        hub = WorkerHub(
+            count=config.server.workers,
+            listener=listener,
+            ingest=self.runtime.engine.ingest,
+            app=self._require_admin,
+            metrics=self.runtime.metrics,
+            config=config,
+            grace=self.grace,
+            log_format=self._log_args[0],
+            log_level=self._log_args[1],
+        )
+        self._hub = hub
+        await hub.start()
+        log.info("HTTP worker processes serving", workers=config.server.workers, pids=hub.pids())
+
+    def _require_admin(self) -> AdminApp:
+        assert self._admin is not None
+        return self._admin
 
     def _build_app(self, config: Config) -> IngestApp:
         rt = self.runtime
@@ -299,7 +348,10 @@ class Service:
             self.notifier.reloading()
             try:
                 result = await asyncio.to_thread(self._reload_now)
-                self._load_pending_certificate()
+                if self._hub is not None:
+                    result = await self._reload_workers(result)
+                else:
+                    self._load_pending_certificate()
             except Exception as exc:  # a bug in applying must not take the service down
                 log.exception("reloading the configuration failed; keeping the old one")
                 result = ReloadResult(ok=False, problems=[f"reload failed: {exc}"])
@@ -317,6 +369,20 @@ class Service:
                 )
             self.notifier.ready()
             return result
+
+    async def _reload_workers(self, result: ReloadResult) -> ReloadResult:
+        """Send the applied config (and a reloaded certificate) to every HTTP worker."""
+        assert self._hub is not None
+        pending, self._pending_certificate = self._pending_certificate, None
+        if not result.ok:
+            return result
+        certificate = None
+        if pending is not None and pending[0] is not None:
+            certificate = (str(pending[0]), str(pending[1]) if pending[1] else None)
+        problems = await self._hub.use_config(self.runtime.config, certificate=certificate)
+        for problem in problems:
+            log.error("an HTTP worker did not take the new configuration", problem=problem)
+        return result
 
     def _load_pending_certificate(self) -> None:
         pending, self._pending_certificate = self._pending_certificate, None
@@ -347,6 +413,8 @@ class Service:
             restart_needed.append("server.listen")
         if server.tls != old.server.tls:
             restart_needed.append("server.tls (turning TLS on or off)")
+        if server.workers != old.server.workers:
+            restart_needed.append("server.workers")
         # What cannot change live keeps its running value, so status shows what is in effect.
         # TLS stays on or off as started; with it on, the new paths (or the old ones if the
         # new config turns it off) are what a reload loads.
@@ -357,6 +425,7 @@ class Service:
             port=old.server.port,
             tls_cert_file=tls_source.tls_cert_file if old.server.tls else None,
             tls_key_file=tls_source.tls_key_file if old.server.tls else None,
+            workers=old.server.workers,
         )
         new = replace(new, server=server)
         certificate = None
