@@ -11,6 +11,9 @@
   ``servicekit.service_config``); killed after the test.
 - ``fault_proxy`` (function): a ``FaultProxy`` in front of moto, up.
 
+``pytest --workers N`` starts every service with ``[server] workers = N`` (issue 10), so the
+e2e tiers can be run against the multi-process mode as well.
+
 Every test runs with fake AWS credentials in the environment and no shared config files, so no
 test can reach a real AWS account by accident.
 """
@@ -33,6 +36,7 @@ from s3forward.config import ConnectionSettings, DateFolders, Secret
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
 
+import servicekit
 from servicekit import (
     FaultProxy,
     ServiceProcess,
@@ -59,6 +63,19 @@ FAKE_AWS_ENV = {
 _STARTUP_TIMEOUT = 30.0
 _SERVER_FIXTURES = {"moto_server", "start_service", "fault_proxy"}
 _SERVER_DIRS = {"e2e", "aws", "ops", "operating", "cluster", "web"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--workers",
+        type=int,
+        default=1,
+        help="[server] workers of the services the e2e tests start (issue 10; default 1)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    servicekit.WORKERS = int(config.getoption("workers"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

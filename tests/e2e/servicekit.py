@@ -34,6 +34,10 @@ from s3forward.api.listen import bind_listener
 API_KEY = "test-key"
 API_SECRET = "test-secret-value"
 
+WORKERS = 1
+"""``[server] workers`` of every service these helpers start (``pytest --workers N``), unless a
+test's ``server`` section sets its own."""
+
 
 def loopback_listener(port: int = 0) -> socket.socket:
     """A listening socket on 127.0.0.1, bound now (port 0: a free one the kernel picks).
@@ -126,6 +130,8 @@ def service_config(
     batch_window: str = "0.5s",
 ) -> str:
     """A TOML config: one input, one S3 connection to ``endpoint`` (moto or the proxy)."""
+    if WORKERS > 1 and "workers" not in server:
+        server = f"workers = {WORKERS}\n{server}"
     return f"""
 [server]
 listen = "127.0.0.1:{port}"
@@ -222,8 +228,16 @@ class ServiceProcess:
 
     def kill9(self) -> None:
         assert self.process is not None
+        workers = self.http_workers() if self.process.poll() is None else []
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
+        # HTTP workers (issue 10) exit once they see the engine gone; until then they hold
+        # the listening port that a restart binds again.
+        wait_for(
+            lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+            10,
+            f"the HTTP workers {workers} to exit",
+        )
 
     def terminate(self, timeout: float = 30.0) -> int:
         assert self.process is not None
@@ -233,6 +247,20 @@ class ServiceProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def http_workers(self) -> list[int]:
+        """The pids of the HTTP worker processes (``[server] workers`` > 1), by index."""
+        assert self.process is not None
+        found: dict[int, int] = {}
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                try:
+                    argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if b"s3forward.multicore.worker" in argv:
+                    found[int(argv[argv.index(b"--index") + 1])] = int(child)
+        return [found[i] for i in sorted(found)]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
