@@ -1,6 +1,7 @@
 """End-to-end load benchmark: concurrent clients on 127.0.0.1 against a real ``s3forward serve``.
 
     python bench/load.py [--seconds 10] [--clients 32] [--per-request N] [--devices 100000]
+                         [--workers 1,2]
 
 For each request shape (single-batch ``/v2/events`` and bulk-of-10 ``/v2/bulkevents``, or only
 ``--per-request N``), in one run on this machine:
@@ -14,6 +15,9 @@ For each request shape (single-batch ``/v2/events`` and bulk-of-10 ``/v2/bulkeve
    service running below its limit gives.
 4. **delivered**: ``s3forward drain`` seals and delivers everything; every accepted batch must
    be in the files exactly once (counted by its unique ``source_request_id``).
+
+Steps 2-4 run once per value of ``--workers`` (``[server] workers``: 1, N or auto; a list such
+as ``1,2`` puts them side by side), CPU time counting the HTTP worker processes too.
 
 Then **open windows**: ``--devices`` distinct devices each send one batch into an hour-long
 window, and the service's resident memory is read with all of them open; and the single-core
@@ -136,10 +140,11 @@ class NullApp(ServerProcess):
         super().__init__(workdir, [sys.executable, str(script), "{fd}"])
 
 
-def config_text(port: int, workdir: Path, batch_window: str) -> str:
+def config_text(port: int, workdir: Path, batch_window: str, workers: str = "1") -> str:
     return f"""
 [server]
 listen = "127.0.0.1:{port}"
+workers = {'"auto"' if workers == "auto" else workers}
 
 [spool]
 path = "{workdir}/spool/spool.db"
@@ -161,11 +166,11 @@ batch_window = "{batch_window}"
 
 
 class Service(ServerProcess):
-    def __init__(self, workdir: Path, batch_window: str) -> None:
+    def __init__(self, workdir: Path, batch_window: str, workers: str = "1") -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "bench.toml"
         # The listen address is only what `drain --config` reads; the socket comes by --fd.
-        path.write_text(config_text(free_port(), workdir, batch_window))
+        path.write_text(config_text(free_port(), workdir, batch_window, workers))
         exe = Path(sys.executable).parent / "s3forward"
         argv = [str(exe), "serve", "--config", str(path), "--fd", "{fd}", "--log-level", "warning"]
         super().__init__(workdir, argv)
@@ -458,7 +463,8 @@ def measured(
 def shape_rows(
     workdir: Path, batches: list[dict[str, Any]], per_request: int, args: argparse.Namespace
 ) -> dict[str, float]:
-    """The null app, then s3forward at max and half rate, then drain and count: one shape."""
+    """The null app, then s3forward at max and half rate, then drain and count: one shape,
+    once per ``--workers`` value."""
     shape = "single-batch" if per_request == 1 else f"bulk of {per_request}"
     null = NullApp(workdir / f"null-{per_request}")
     try:
@@ -467,7 +473,26 @@ def shape_rows(
         reference = describe(f"{shape}: null app", tally, elapsed, cpu)
     finally:
         null.stop()
-    service = Service(workdir / f"run-{per_request}", batch_window=args.window)
+    tops = [
+        service_rows(workdir, batches, per_request, args, workers.strip(), reference)
+        for workers in args.workers.split(",")
+    ]
+    return max(tops, key=lambda top: top["events_per_s"])
+
+
+def service_rows(
+    workdir: Path,
+    batches: list[dict[str, Any]],
+    per_request: int,
+    args: argparse.Namespace,
+    workers: str,
+    reference: dict[str, float],
+) -> dict[str, float]:
+    """s3forward with ``[server] workers``: max rate, half rate, then drain and count."""
+    shape = "single-batch" if per_request == 1 else f"bulk of {per_request}"
+    if args.workers != "1":
+        shape += f", workers={workers}"
+    service = Service(workdir / f"run-{per_request}-{workers}", args.window, workers)
     try:
         requests = build_requests(batches, per_request, service.port)
         tally, elapsed, cpu = measured(service, requests, args.clients, args.seconds, None)
@@ -549,6 +574,11 @@ def main(argv: list[str] | None = None) -> int:
         "--window", default="10m", help="batch_window of the service (the product default is 10m)"
     )
     parser.add_argument("--skip-core", action="store_true")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="[server] workers of the service: N, auto, or a list to compare such as 1,2",
+    )
     args = parser.parse_args(argv)
 
     try:
