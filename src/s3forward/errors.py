@@ -34,6 +34,9 @@ False (terminal: the input, the config or an operator must change something)::
     │   ├── SpoolVersionError               no     written by a newer s3forward
     │   └── FencedError                     no     a newer owner took the log over
     ├── ClusterError                        yes  cluster mode: JetStream unreachable or refusing
+    ├── WorkerChannelError                  -    between an HTTP worker process and the engine
+    │   ├── FrameError                      no     bytes on the channel that are no frame
+    │   └── EngineInternalError             no     the engine failed on a request (500)
     └── StoppingError                       yes  the service is shutting down (503)
 
 Third-party exceptions (botocore, sqlite3, gzip) are translated into this tree where they are
@@ -166,6 +169,19 @@ class ClusterError(S3ForwardError):
     refused). Translated from nats-py in ``cluster/connection.py`` only."""
 
     transient = True
+
+
+class WorkerChannelError(S3ForwardError):
+    """Issue 10: the channel between an HTTP worker process and the engine failed."""
+
+
+class FrameError(WorkerChannelError):
+    """The peer sent bytes that are not a frame: the channel is closed."""
+
+
+class EngineInternalError(WorkerChannelError):
+    """The engine failed on a worker's request for a reason of its own (logged there): the
+    client gets 500."""
 
 
 class StoppingError(S3ForwardError):

@@ -25,6 +25,8 @@ from typing import Any
 import msgspec
 
 from s3forward.errors import (
+    EngineInternalError,
+    FrameError,
     PayloadTooLargeError,
     Problem,
     SpoolFullError,
@@ -36,10 +38,6 @@ from s3forward.pipeline.prepared import PreparedBatch
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 """A frame above this is a protocol error (requests are bounded far below it)."""
 _LENGTH = struct.Struct(">I")
-
-
-class FrameError(Exception):
-    """The peer sent bytes that are not a frame: the channel is closed."""
 
 
 # ------------------------------------------------------------------------- worker -> engine
@@ -182,10 +180,6 @@ _REFUSALS: dict[str, Callable[[Refused], Exception]] = {
         [Problem(where, message) for where, message in r.problems] or [Problem("body", r.message)]
     ),
 }
-
-
-class EngineInternalError(Exception):
-    """The engine failed on a request for a reason of its own (logged there): answered 500."""
 
 
 def refusal_for(request_id: int, exc: BaseException) -> Refused:
