@@ -15,8 +15,11 @@ log = structlog.get_logger("s3forward.multicore")
 
 class FrameChannel(asyncio.Protocol):
     """Calls ``on_frame`` for every frame received and ``on_lost`` once when the channel ends
-    (peer gone, or bytes that are not frames). ``send`` writes one frame; a closed channel
-    drops it (the peer is gone: nobody waits for it)."""
+    (peer gone, or bytes that are not frames). ``send`` queues one frame; a closed channel
+    drops it (the peer is gone: nobody waits for it).
+
+    Frames sent in one turn of the event loop leave in one write at its end: under load many
+    requests and answers share a system call (and a wake-up of the peer)."""
 
     def __init__(
         self,
@@ -28,6 +31,7 @@ class FrameChannel(asyncio.Protocol):
         self._on_frame = on_frame
         self._on_lost = on_lost
         self._transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
+        self._outgoing: list[bytes] = []
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -51,7 +55,14 @@ class FrameChannel(asyncio.Protocol):
     def send(self, frame: Any) -> None:
         if self.closed or self._transport is None:
             return
-        self._transport.write(encode(frame))
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(encode(frame))
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if outgoing and not self.closed and self._transport is not None:
+            self._transport.write(b"".join(outgoing) if len(outgoing) > 1 else outgoing[0])
 
     def close(self) -> None:
         if self._transport is not None:

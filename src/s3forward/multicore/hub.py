@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -109,6 +110,8 @@ class WorkerHub:
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._answers: list[tuple[FrameChannel, int, Future[SubmitResult]]] = []
+        self._answers_lock = threading.Lock()
         self._counters: dict[str, Counter] = {
             next(iter(metric.describe())).name: metric
             for metric in vars(metrics).values()
@@ -298,9 +301,21 @@ class WorkerHub:
         loop = asyncio.get_running_loop()
 
         def committed(done: Future[SubmitResult]) -> None:  # on the writer thread
-            loop.call_soon_threadsafe(self._answer_submit, channel, request_id, done)
+            # One wake-up of the event loop per commit, not per request: the writer resolves
+            # every request of a commit in a row.
+            with self._answers_lock:
+                first = not self._answers
+                self._answers.append((channel, request_id, done))
+            if first:
+                loop.call_soon_threadsafe(self._send_answers)
 
         future.add_done_callback(committed)
+
+    def _send_answers(self) -> None:
+        with self._answers_lock:
+            answers, self._answers = self._answers, []
+        for channel, request_id, done in answers:
+            self._answer_submit(channel, request_id, done)
 
     @staticmethod
     def _answer_submit(channel: FrameChannel, request_id: int, done: Future[SubmitResult]) -> None:
