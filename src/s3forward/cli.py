@@ -225,6 +225,8 @@ def serve(
         uvloop.run(service.serve())
     except OSError as exc:
         _fail(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}")
+    except S3ForwardError as exc:  # issue 10: HTTP worker processes that could not start
+        _fail(str(exc))
 
 
 def _serve_cluster(config: Config, listener: socket.socket | None) -> None:

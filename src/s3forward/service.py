@@ -188,6 +188,8 @@ class Service:
         self.notifier.stopping()
         log.info("stopping: intake closed, finishing uploads in flight", grace_seconds=self.grace)
         self.runtime.engine.stop_intake()
+        if self._hub is not None:
+            self._hub.stopping()
         if self._server is not None:
             self._server.should_exit = True
         if self._loop is not None and self._stop_event is not None:

@@ -38,7 +38,7 @@ import structlog
 from prometheus_client import Counter
 
 from s3forward.config import BatchingMode, Config
-from s3forward.errors import S3ForwardError
+from s3forward.errors import S3ForwardError, WorkerChannelError
 from s3forward.intake import SubmitResult
 from s3forward.metrics import Metrics
 from s3forward.multicore.channel import FrameChannel
@@ -127,10 +127,13 @@ class WorkerHub:
         waits = [slot.applied[self._generation] for slot in self._slots]
         done, pending = await asyncio.wait(waits, timeout=timeout)
         if pending:
-            raise RuntimeError(f"{len(pending)} of {self.count} HTTP workers did not start")
+            raise WorkerChannelError(
+                f"{len(pending)} of {self.count} HTTP worker processes did not start within "
+                f"{timeout:g} s; their errors are in the log above"
+            )
         problems = [p for p in (f.result() for f in done) if p is not None]
         if problems:
-            raise RuntimeError("; ".join(problems))
+            raise WorkerChannelError("; ".join(problems))
         self._supervisor = asyncio.create_task(self._supervise())
 
     def running(self) -> int:
@@ -138,6 +141,11 @@ class WorkerHub:
 
     def pids(self) -> list[int]:
         return [s.process.pid for s in self._slots if s.process is not None]
+
+    def stopping(self) -> None:
+        """From now on a worker that exits is not restarted (it may be stopping by a signal
+        sent to the whole process group, before ``stop`` runs)."""
+        self._stopping = True
 
     async def stop(self) -> None:
         """SIGTERM every worker, wait for them to finish what they have in flight."""
@@ -237,8 +245,10 @@ class WorkerHub:
         log.info("HTTP worker started", worker=slot.index, pid=slot.process.pid)
 
     async def _supervise(self) -> None:
-        while not self._stopping:
+        while True:
             self.metrics.http_workers_running.set(self.running())
+            if self._stopping:
+                return
             now = time.monotonic()
             for slot in self._slots:
                 process = slot.process

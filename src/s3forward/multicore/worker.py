@@ -123,9 +123,10 @@ class EngineClient:
 class RemoteIntake:
     """``Intake`` over the socket pair: prepare here, place and commit in the engine."""
 
-    def __init__(self, engine: EngineClient, config: Callable[[], Config]) -> None:
+    def __init__(self, engine: EngineClient, config: Config) -> None:
         self._engine = engine
         self._config = config
+        self._modes = {name: modes_for(config, name) for name in config.inputs}
 
     async def submit(
         self, input_name: str, batches: list[dict[str, Any]], *, received_at: float
@@ -134,7 +135,7 @@ class RemoteIntake:
             bodies = batches.encoded
         else:
             bodies = [orjson.dumps(b) for b in batches]
-        modes = modes_for(self._config(), input_name)
+        modes = self._modes.get(input_name) or modes_for(self._config, input_name)
         prepared = prepare_batches(input_name, batches, bodies, modes)
         frame = Submit(
             self._engine.next_id(),
@@ -225,14 +226,10 @@ class WorkerApp:
         self.forwarded: frozenset[str] = frozenset()
 
     def use(self, config: Config) -> None:
-        intake = RemoteIntake(self.engine, self._current)
+        intake = RemoteIntake(self.engine, config)
         self.app = IngestApp(config, intake, self.relay.metrics)
         self.config = config
         self.forwarded = forwarded_paths(config)
-
-    def _current(self) -> Config:
-        assert self.config is not None
-        return self.config
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         app = self.app
