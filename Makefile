@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: setup run test test-fast lint typecheck bench bench-load bench-cluster clean
+.PHONY: setup run test test-fast test-workers lint typecheck bench bench-load bench-cluster clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,8 +38,13 @@ typecheck: setup
 test-fast: setup
 	$(BIN)/pytest -m "not server and not browser" -q
 
+# Issue 10: the whole-service tiers again with [server] workers = 2 (HTTP worker processes).
+test-workers: setup
+	$(BIN)/pytest --workers 2 -m "server and not browser" -q tests/e2e tests/operating tests/ops
+
 test: setup lint typecheck test-fast
 	$(BIN)/pytest -m "server or browser"
+	$(MAKE) test-workers
 
 bench: setup
 	$(BIN)/python bench/core.py

@@ -386,6 +386,7 @@ class Worker:
             last = self.relay.take()
             if last is not None:
                 self.engine.send(last)
+                await asyncio.sleep(0)  # let the channel write it before the loop ends
         return 1 if self.engine_lost else 0
 
     async def _send_stats(self) -> None:
