@@ -261,13 +261,16 @@ def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(
 
 
 # ------------------------------------------------------------------------------ connection cap
+# The cap is per HTTP process: with [server] workers > 1 each worker counts its own connections
+# and the kernel decides which worker gets the next one, so these tests pin one process
+# (``workers = 1``) even when the suite runs with ``pytest --workers N``.
 
 
 def test_the_connection_cap_refuses_with_503_and_valid_clients_get_202_once_below_it(
     start_service: Callable[..., ServiceProcess],
 ) -> None:
     """At max_connections, new clients get a clean 503 + Retry-After; after some close, 202."""
-    service = start_service(server='max_connections = 8\nkeep_alive_timeout = "60s"')
+    service = start_service(server='workers = 1\nmax_connections = 8\nkeep_alive_timeout = "60s"')
     idle = held_connections(service, 8)
     try:
         # Every refusal is an HTTP answer (not a reset), and the refusals leave no trace.
@@ -298,7 +301,7 @@ def test_a_flood_of_connections_over_the_cap_does_not_hold_open_files(
     """600 connections at once over a cap of 4, all kept open by the client: the service closes
     its side of every refused one within the linger time (its open files drop back to the 4
     it serves), keeps running, and answers 202 once below the cap."""
-    service = start_service(server='max_connections = 4\nkeep_alive_timeout = "60s"')
+    service = start_service(server='workers = 1\nmax_connections = 4\nkeep_alive_timeout = "60s"')
     assert service.process is not None
     fd_dir = f"/proc/{service.process.pid}/fd"
     files_before = len(os.listdir(fd_dir))
