@@ -253,7 +253,9 @@ class WorkerApp:
             chunk: bytes = message.get("body", b"")
             total += len(chunk)
             if total > limit:
-                await _answer(send, 413, b'{"errors":[{"code":"PAYLOAD_TOO_LARGE"}]}', [])
+                error = {"code": "PAYLOAD_TOO_LARGE", "message": f"over {limit} bytes"}
+                body = orjson.dumps({"errors": [error]})
+                await _answer(send, 413, body, [(b"content-type", b"application/json")])
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
