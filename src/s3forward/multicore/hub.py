@@ -112,7 +112,12 @@ class WorkerHub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._answers: list[tuple[FrameChannel, int, Future[SubmitResult]]] = []
         self._answers_lock = threading.Lock()
-        self._counters: dict[str, Counter] = {
+        self._counters = self._counter_index(metrics)
+
+    @staticmethod
+    def _counter_index(metrics: Metrics) -> dict[str, Counter]:
+        """Every counter of ``metrics`` by its family name (what a worker's ``Stats`` names)."""
+        return {
             next(iter(metric.describe())).name: metric
             for metric in vars(metrics).values()
             if isinstance(metric, Counter)
