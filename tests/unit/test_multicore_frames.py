@@ -22,6 +22,7 @@ from s3forward.multicore.frames import (
     Answer,
     ConfigApplied,
     EngineInternalError,
+    FlushStats,
     Forward,
     FrameError,
     Refused,
@@ -60,13 +61,17 @@ _stats = st.builds(
     observations=st.lists(st.tuples(st.text(max_size=5), st.floats(0, 10)), max_size=3),
 )
 _worker_frame = st.one_of(
-    _forward, _stats, st.builds(ConfigApplied, st.integers(0, 99), st.none() | st.text())
+    _forward,
+    _stats,
+    st.builds(Stats, st.just([]), st.just([]), st.integers(0, 9)),
+    st.builds(ConfigApplied, st.integers(0, 99), st.none() | st.text()),
 )
 _engine_frame = st.one_of(
     st.builds(Accepted, st.integers(0, 2**40), st.integers(0, 100), st.integers(0, 100)),
     st.builds(Answer, st.integers(0, 9), st.integers(100, 599), st.just([]), _bytes),
     st.builds(UseConfig, st.integers(0, 9), st.text(max_size=9), st.none() | _bytes),
     st.builds(Refused, st.integers(0, 9), st.sampled_from(["stopping", "x"]), st.text()),
+    st.builds(FlushStats, st.integers(1, 2**40)),
 )
 
 

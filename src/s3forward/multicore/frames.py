@@ -10,7 +10,8 @@ Worker -> engine: ``Submit`` (prepared batches to store), ``Forward`` (a whole H
 the engine's own app: /readyz, /metrics, the status page, the admin endpoints), ``Stats`` (the
 worker's counter increments and latency observations since the last one) and ``ConfigApplied``.
 Engine -> worker: ``Accepted``, ``Refused`` (a typed error), ``Answer`` (the forwarded request's
-response) and ``UseConfig`` (the config file's bytes to serve with, at start and on reload).
+response), ``UseConfig`` (the config file's bytes to serve with, at start and on reload) and
+``FlushStats`` (send your counts now).
 
 Nothing is pickled. ``UseConfig`` may carry secrets written literally in the config file; it
 only travels on the private socket pair and is never logged.
@@ -69,6 +70,8 @@ class Stats(msgspec.Struct, tag="stats", array_like=True):
     """``(counter family name, label values, increment)``."""
     observations: list[tuple[str, float]]
     """``ingest_seconds`` observations: ``(endpoint, seconds)``."""
+    flushed: int = 0
+    """The ``FlushStats`` this answers (0: sent on the worker's own schedule)."""
 
 
 class ConfigApplied(msgspec.Struct, tag="config_applied", array_like=True):
@@ -114,7 +117,15 @@ class UseConfig(msgspec.Struct, tag="use_config", array_like=True):
     """The certificate to load into the live TLS context (on reload; None at start)."""
 
 
-EngineFrame = Accepted | Refused | Answer | UseConfig
+class FlushStats(msgspec.Struct, tag="flush_stats", array_like=True):
+    """Send your counts now (answered by a ``Stats`` with ``flushed`` = ``id``): the engine
+    asks every worker before it answers /metrics or the status page, so that they count every
+    request answered before they were asked."""
+
+    id: int
+
+
+EngineFrame = Accepted | Refused | Answer | UseConfig | FlushStats
 
 # ------------------------------------------------------------------------------ the codec
 
@@ -211,6 +222,7 @@ __all__ = [
     "ConfigApplied",
     "EngineFrame",
     "EngineInternalError",
+    "FlushStats",
     "Forward",
     "FrameBuffer",
     "FrameError",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import socket
 import subprocess
@@ -46,6 +47,7 @@ from s3forward.multicore.frames import (
     Accepted,
     Answer,
     ConfigApplied,
+    FlushStats,
     Forward,
     Stats,
     Submit,
@@ -64,6 +66,8 @@ BACKOFF_CAP = 10.0
 STABLE_AFTER = 60.0
 """A worker that ran this long resets the restart backoff."""
 _POLL = 0.1
+FLUSH_TIMEOUT = 0.5
+"""How long a page showing counts waits for the workers' (a paused or dying one is skipped)."""
 
 
 @dataclass
@@ -111,6 +115,8 @@ class WorkerHub:
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._answers: list[tuple[FrameChannel, int, Future[SubmitResult]]] = []
+        self._flushes: dict[tuple[int, int], asyncio.Future[None]] = {}
+        self._flush_ids = itertools.count(1)
         self._answers_lock = threading.Lock()
         self._counters = self._counter_index(metrics)
 
@@ -290,6 +296,10 @@ class WorkerHub:
             self._submit(channel, frame)
         elif isinstance(frame, Stats):
             self._count(frame)
+            if frame.flushed:
+                flushed = self._flushes.get((id(channel), frame.flushed))
+                if flushed is not None and not flushed.done():
+                    flushed.set_result(None)
         elif isinstance(frame, Forward):
             task = asyncio.create_task(self._forward(channel, frame))
             self._tasks.add(task)
@@ -356,6 +366,27 @@ class WorkerHub:
         for endpoint, value in frame.observations:
             seconds.labels(endpoint).observe(value)
 
+    async def flush_stats(self, timeout: float = FLUSH_TIMEOUT) -> None:
+        """Have every running worker send its counts, and add them, before answering a page
+        that shows them: every request answered before this call is then counted."""
+        flush_id = next(self._flush_ids)
+        loop = asyncio.get_running_loop()
+        keys: list[tuple[int, int]] = []
+        for slot in self._slots:
+            channel = slot.channel
+            if channel is None or channel.closed:
+                continue
+            key = (id(channel), flush_id)
+            self._flushes[key] = loop.create_future()
+            keys.append(key)
+            channel.send(FlushStats(flush_id))
+        try:
+            if keys:
+                await asyncio.wait([self._flushes[k] for k in keys], timeout=timeout)
+        finally:
+            for key in keys:
+                self._flushes.pop(key, None)
+
     async def _forward(self, channel: FrameChannel, frame: Forward) -> None:
         scope: dict[str, Any] = {
             "type": "http",
@@ -393,6 +424,8 @@ class WorkerHub:
             elif message["type"] == "http.response.body":
                 body.append(bytes(message.get("body", b"")))
 
+        if frame.path.rstrip("/") != "/readyz":
+            await self.flush_stats()  # /metrics and the status page count every worker
         try:
             await self._app()(scope, receive, send)
         except Exception:

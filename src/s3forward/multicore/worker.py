@@ -51,6 +51,7 @@ from s3forward.multicore.frames import (
     Accepted,
     Answer,
     ConfigApplied,
+    FlushStats,
     Forward,
     Stats,
     Submit,
@@ -76,10 +77,16 @@ Scope = dict[str, Any]
 class EngineClient:
     """The worker's side of the socket pair: requests with ids, answers matched to them."""
 
-    def __init__(self, on_config: Callable[[UseConfig], None], on_lost: Callable[[], None]):
+    def __init__(
+        self,
+        on_config: Callable[[UseConfig], None],
+        on_lost: Callable[[], None],
+        on_flush: Callable[[FlushStats], None] = lambda frame: None,
+    ):
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._on_config = on_config
+        self._on_flush = on_flush
         self._on_lost_callback = on_lost
         self.channel = FrameChannel(engine_frames(), self._received, self._lost)
 
@@ -108,6 +115,9 @@ class EngineClient:
     def _received(self, frame: Any) -> None:
         if isinstance(frame, UseConfig):
             self._on_config(frame)
+            return
+        if isinstance(frame, FlushStats):
+            self._on_flush(frame)
             return
         future = self._waiting.get(frame.id)
         if future is not None and not future.done():
@@ -303,7 +313,7 @@ class Worker:
         self.listen_fd = listen_fd
         self.channel_fd = channel_fd
         self.grace = grace
-        self.engine = EngineClient(self._use_config, self._engine_lost)
+        self.engine = EngineClient(self._use_config, self._engine_lost, self._flush_stats)
         self.relay = MetricsRelay(Metrics())
         self.app = WorkerApp(self.engine, self.relay)
         self.server: uvicorn.Server | None = None
@@ -323,6 +333,11 @@ class Worker:
             self.engine.send(ConfigApplied(frame.generation, f"worker {self.index}: {exc}"))
             return
         self.engine.send(ConfigApplied(frame.generation))
+
+    def _flush_stats(self, frame: FlushStats) -> None:
+        stats = self.relay.take() or Stats([], [])
+        stats.flushed = frame.id
+        self.engine.send(stats)
 
     def _load_certificate(self, frame: UseConfig) -> None:
         if frame.tls_cert_file is None or self.server is None:
