@@ -26,9 +26,15 @@ from s3forward.config import (
 from s3forward.engine import Engine
 from s3forward.errors import StoppingError
 from s3forward.metrics import Metrics
-from s3forward.mparticle import batch_id_for, ends_session, new_batch_id, split_by_session
+from s3forward.mparticle import (
+    batch_id_for,
+    dedup_key,
+    ends_session,
+    new_batch_id,
+    split_by_session,
+)
 from s3forward.multicore.frames import Submit, encode, worker_frames
-from s3forward.pipeline.prepared import dedup_key, modes_for, prepare_batches
+from s3forward.pipeline.prepared import modes_for, prepare_batches
 from s3forward.spool.codec import BodyCodec, body_json
 from s3forward.spool.memory import MemorySpool
 from s3forward.windows import group_of

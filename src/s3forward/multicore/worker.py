@@ -38,7 +38,7 @@ from s3forward.admin import RELOAD_PATH
 from s3forward.api.app import IngestApp
 from s3forward.api.frontdoor import raise_open_files_limit
 from s3forward.api.listen import inherited_listener
-from s3forward.api.server import front_door_limits, make_uvicorn_server
+from s3forward.api.server import front_door_limits, make_uvicorn_server, tune_garbage_collector
 from s3forward.api.status_page import status_routes
 from s3forward.config import Config, config_from_text, embedded_default
 from s3forward.errors import SpoolUnavailableError
@@ -60,7 +60,6 @@ from s3forward.multicore.frames import (
     error_of,
 )
 from s3forward.pipeline.prepared import modes_for, prepare_batches
-from s3forward.service import tune_garbage_collector
 
 log = structlog.get_logger("s3forward.worker")
 
