@@ -24,7 +24,12 @@ from s3forward.metrics import Metrics
 from s3forward.spool.memory import MemorySpool
 
 
-def config(tmp_path: Path, *names: str, max_bytes: int = 64 * 1024 * 1024) -> Config:
+def config(
+    tmp_path: Path,
+    *names: str,
+    max_bytes: int = 64 * 1024 * 1024,
+    per_session: bool = False,
+) -> Config:
     connections = {
         name: ConnectionSettings(
             name=name,
@@ -33,6 +38,7 @@ def config(tmp_path: Path, *names: str, max_bytes: int = 64 * 1024 * 1024) -> Co
             destination=Destination.LOCALDIR,
             local_path=tmp_path / name,
             store_data_in_folders_by_date=DateFolders.NONE,
+            wait_for_complete_batch=per_session,
         )
         for name in names
     }
@@ -86,6 +92,30 @@ def test_a_request_that_could_never_fit_the_spool_is_413_and_readiness_stays_gre
             engine.submit_sync("app", [batch("d1", pad=250_000)], received_at=1.0)
         assert engine.ready() == (True, "ok")
         assert engine.submit_sync("app", [batch("d2")], received_at=1.0).stored == 1
+    finally:
+        engine.close()
+
+
+def test_a_batch_of_many_sessions_is_counted_per_part_against_the_cap(tmp_path: Path) -> None:
+    """A per-session connection stores a batch of several sessions once per session, each
+    part with the batch's envelope: 40 sessions of a 20 KB envelope are 800 KB of parts from a
+    request of 20 KB, so a 1 MiB spool refuses it (413) instead of letting it past the cap."""
+    spool = MemorySpool()
+    cfg = config(tmp_path, "s", max_bytes=1024 * 1024, per_session=True)
+    engine = Engine(cfg, spool, Metrics(), clock=ManualClock(), rng=random.Random(1))
+    engine.start()
+    many = batch("d1", pad=20_000)
+    many["events"] = [
+        {"event_type": "custom_event", "data": {"event_name": "e", "session_uuid": f"s{n}"}}
+        for n in range(40)
+    ]
+    try:
+        with pytest.raises(PayloadTooLargeError, match="more than the 1048576-byte"):
+            engine.submit_sync("app", [many], received_at=1.0)
+        assert spool.open_windows() == []
+        many["events"] = many["events"][:2]  # two sessions: two parts, well within the cap
+        assert engine.submit_sync("app", [many], received_at=1.0).stored == 1
+        assert len(spool.open_windows()) == 2
     finally:
         engine.close()
 

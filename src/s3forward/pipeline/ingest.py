@@ -174,10 +174,7 @@ class Ingest:
                 f"input {op.input_name!r} gained {', '.join(sorted(missing))} connections "
                 "after this request was prepared; retry"
             )
-        incoming = sum(
-            on_disk(p.body_bytes) + self._projected(p.body_bytes, p.event_sizes, connections)
-            for p in op.prepared
-        )
+        incoming = sum(self._incoming(p, connections) for p in op.prepared)
         cap = self.config.spool.max_bytes
         if incoming > cap * READY_FRACTION:
             # Even an empty spool could not take it: retrying later would never help.
@@ -322,10 +319,25 @@ class Ingest:
         return projected
 
     @staticmethod
-    def _projected(body_bytes: int, sizes: list[int], connections: list[ConnectionWindows]) -> int:
-        """The bytes the files still to be built from a batch may take (an upper estimate)."""
+    def _incoming(prepared: PreparedBatch, connections: list[ConnectionWindows]) -> int:
+        """The spool bytes a batch will take: what is stored of it and the files still to be
+        built from it (an upper estimate). A batch of several sessions is stored once per
+        session part for per-session connections, each part with the batch's envelope: every
+        part is counted, so a batch that splits into many parts cannot pass the cap unseen."""
+        body_bytes, sizes = prepared.body_bytes, prepared.event_sizes
+        split = (
+            [c for c in connections if c.settings.batching_mode is BatchingMode.PER_SESSION]
+            if prepared.parts
+            else []
+        )
         total = 0
-        for state in connections:
+        if split:
+            total += sum(on_disk(part.body_bytes) for part in prepared.parts)
+            total += len(split) * sum(line_size(part.body_bytes) for part in prepared.parts)
+        whole = [c for c in connections if c not in split]
+        if whole:
+            total += on_disk(body_bytes)
+        for state in whole:
             if sizes and state.settings.batching_mode is BatchingMode.PER_EVENT:
                 total += sum(event_line_size(body_bytes, sizes, i) for i in range(len(sizes)))
             else:
