@@ -108,6 +108,28 @@ def run_moto(log: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
             process.wait()
 
 
+def unique_batch(device: int, seq: int, events: int = 3) -> dict[str, Any]:
+    """A batch whose events carry ids unique across the test: (device, seq, index)."""
+    return {
+        "source_request_id": f"req-{device}-{seq}",
+        "environment": "production",
+        "mpid": 1000 + device,
+        "device_info": {"android_uuid": f"device-{device}"},
+        "events": [
+            {
+                "event_type": "custom_event",
+                "data": {
+                    "event_name": "tick",
+                    "custom_event_type": "other",
+                    "event_id": device * 1_000_000 + seq * 100 + index,
+                    "timestamp_unixtime_ms": 1_700_000_000_000 + seq,
+                },
+            }
+            for index in range(events)
+        ],
+    }
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

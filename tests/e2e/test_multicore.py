@@ -38,30 +38,11 @@ from servicekit import (
     service_config,
     wait_for,
 )
+from servicekit import (
+    unique_batch as batch,
+)
 
 WORKERS = "workers = 2"
-
-
-def batch(device: int, seq: int, events: int = 3) -> dict[str, Any]:
-    """A batch whose events carry ids unique across the test: (device, seq, index)."""
-    return {
-        "source_request_id": f"req-{device}-{seq}",
-        "environment": "production",
-        "mpid": 1000 + device,
-        "device_info": {"android_uuid": f"device-{device}"},
-        "events": [
-            {
-                "event_type": "custom_event",
-                "data": {
-                    "event_name": "tick",
-                    "custom_event_type": "other",
-                    "event_id": device * 1_000_000 + seq * 100 + index,
-                    "timestamp_unixtime_ms": 1_700_000_000_000 + seq,
-                },
-            }
-            for index in range(events)
-        ],
-    }
 
 
 def run_cli(service: ServiceProcess, *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ the problem (the messages themselves are pinned in test_mp_validation.py).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ from s3forward.mparticle.schema import conforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import datagen
+
+EXAMPLES = int(os.environ.get("S3F_SCHEMA_EXAMPLES", "600"))
+"""Examples of the two schema-against-walk properties (the fast tier's budget; a deep run:
+S3F_SCHEMA_EXAMPLES=5000)."""
 
 _TRICKY_STRINGS = [
     "123",
@@ -97,7 +102,7 @@ def batches(draw: st.DrawFn) -> Any:
     return batch
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(batches())
 def test_a_batch_the_schema_accepts_passes_the_walk(batch: Any) -> None:
     if conforms(batch):
@@ -166,7 +171,7 @@ def _walk_only(batch: Any) -> list[Problem]:
     return problems
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=EXAMPLES * 3 // 2, deadline=None)
 @given(one_field_changed())
 def test_one_wrong_field_in_a_valid_batch_gets_the_same_verdict_with_and_without_the_schema(
     batch: Any,

@@ -570,29 +570,31 @@ class _Transaction:
         self.flush()
         return self._release_window(window_id)
 
-    def discard_file(self, file_id: int) -> int:
+    def _pending_body_bytes(self, file_id: int) -> int | None:
+        """The body length of a PENDING file; None when it is unknown or not pending."""
         row = self._execute(
             "SELECT LENGTH(body) FROM files WHERE id = ? AND state = ?",
             (file_id, FileState.PENDING),
         ).fetchone()
-        if row is None:
+        return None if row is None else int(row[0] or 0)
+
+    def discard_file(self, file_id: int) -> int:
+        size = self._pending_body_bytes(file_id)
+        if size is None:
             return 0
         self._conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
-        return int(row[0] or 0)
+        return size
 
     def mark_delivered(self, file_id: int, now: float) -> int:
-        row = self._execute(
-            "SELECT LENGTH(body) FROM files WHERE id = ? AND state = ?",
-            (file_id, FileState.PENDING),
-        ).fetchone()
-        if row is None:
+        size = self._pending_body_bytes(file_id)
+        if size is None:
             return 0
         self._conn.execute(
             "UPDATE files SET state = ?, body = NULL, delivered_at = ?, last_error = NULL "
             "WHERE id = ?",
             (FileState.DELIVERED, now, file_id),
         )
-        return int(row[0] or 0)
+        return size
 
     def mark_attempt_failed(self, file_id: int, next_attempt_at: float, error: str) -> None:
         self._execute(
