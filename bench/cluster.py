@@ -33,42 +33,6 @@ from natskit import NatsCluster
 import datagen
 import load
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu(pid: int) -> float:
-    """User + system CPU of one process (and its reaped children) so far; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(v) for v in fields[11:15]) / _TICK
-
-
-def _descendants(pid: int) -> list[int]:
-    """Live descendant processes (single-node mode builds files in a process pool)."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU of a process and of its live descendants, so far. Counting the descendants matters:
-    single-node mode builds its files in a spawned process pool whose CPU is not in the
-    parent's own figures until the pool exits (the first version of this script missed it)."""
-    return _own_cpu(pid) + sum(_own_cpu(c) for c in _descendants(pid))
-
 
 def cluster_toml(port: int, workdir: Path, urls: list[str], name: str, roles: str) -> str:
     servers = ", ".join(f'"{u}"' for u in urls)
@@ -132,7 +96,7 @@ def wait_delivered(bucket: Path, batches: int, timeout: float) -> float:
 
 
 def cpu_of(pids: list[int]) -> float:
-    return sum(cpu_seconds(pid) for pid in pids)
+    return sum(load.tree_cpu_seconds(pid) for pid in pids)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         single = load.Service(workdir / "single", batch_window="2s")
         try:
             requests = load.build_requests(batches, args.per_request, single.port)
-            before = cpu_seconds(single.proc.pid)
+            before = load.tree_cpu_seconds(single.proc.pid)
             tally, elapsed = load.run_phase(single.port, requests, args.clients, args.seconds, None)
             top = load.describe("single-node max rate", tally, elapsed)
             single.wait_until_idle(quiet_for="2s")
-            single_cpu = cpu_seconds(single.proc.pid) - before
+            single_cpu = load.tree_cpu_seconds(single.proc.pid) - before
             single_per_cpu = tally.accepted_events / single_cpu
             print(f"{'single-node':<26} {single_per_cpu:>10,.0f} events per CPU-second")
         finally:
