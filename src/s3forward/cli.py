@@ -759,21 +759,19 @@ def spool_discard(config_path: Path | None, connection_name: str, yes: bool) -> 
     except S3ForwardError as exc:
         _fail(f"{exc} (stop the server before discarding)")
     try:
-        held = held_by(store, connection_name)
-        if held.empty:
-            others = sorted(connections_held(store) - set(config.connections))
-            hint = f"; it holds data of: {', '.join(others)}" if others else ""
-            click.echo(f"the spool holds nothing for connection {connection_name!r}{hint}")
-            return
-        if not yes:
-            click.echo(f"would discard {held.describe()}; nothing changed (add --yes to do it)")
-            return
-        done = discard(store, connection_name)
+        held = discard(store, connection_name) if yes else held_by(store, connection_name)
+        others = sorted(connections_held(store) - set(config.connections)) if held.empty else []
     except S3ForwardError as exc:
         _fail(str(exc))
     finally:
         store.close()
-    click.echo(f"discarded {done.describe()}")
+    if held.empty:
+        hint = f"; it holds data of: {', '.join(others)}" if others else ""
+        click.echo(f"the spool holds nothing for connection {connection_name!r}{hint}")
+    elif yes:
+        click.echo(f"discarded {held.describe()}")
+    else:
+        click.echo(f"would discard {held.describe()}; nothing changed (add --yes to do it)")
 
 
 # ---------------------------------------------------------------- cluster (issue 9)

@@ -346,7 +346,9 @@ def _live_snapshot(rt: RunningService, reader: SpoolView, history: History | Non
             "max_bytes": rt.config.spool.max_bytes,
             "schema_version": rt.spool.schema_version(),
             **reader.counts().as_dict(),
-            "unconfigured": unconfigured_data(reader, rt.config),
+            "unconfigured": unconfigured_data(
+                pending, reader.open_windows_by_connection(), rt.config
+            ),
         },
         **_file_lists(reader),
         "history": {
@@ -356,11 +358,12 @@ def _live_snapshot(rt: RunningService, reader: SpoolView, history: History | Non
     }
 
 
-def unconfigured_data(reader: SpoolView, config: Config) -> list[dict[str, Any]]:
+def unconfigured_data(
+    pending: dict[str, tuple[int, int]], open_counts: dict[str, int], config: Config
+) -> list[dict[str, Any]]:
     """What the spool holds for connections no longer in ``config`` (kept, not forwarded, until
-    one of that name is configured again or ``spool discard`` lets it go)."""
-    pending = reader.pending_by_connection()
-    open_counts = reader.open_windows_by_connection()
+    one of that name is configured again or ``spool discard`` lets it go), from the spool's
+    ``pending_by_connection`` and ``open_windows_by_connection``."""
     names = (set(pending) | set(open_counts)) - set(config.connections)
     return [
         {
@@ -464,7 +467,7 @@ def snapshot_from_spool(config: Config) -> Snapshot:
                 "max_bytes": config.spool.max_bytes,
                 "schema_version": reader.schema_version(),
                 **reader.counts().as_dict(),
-                "unconfigured": unconfigured_data(reader, config),
+                "unconfigured": unconfigured_data(pending, open_counts, config),
             },
             **_file_lists(reader),
             "history": {"interval_seconds": None, "points": []},

@@ -225,11 +225,9 @@ class Ingest:
         """Store a batch for every connection; per-session connections get a batch holding
         several sessions as one part per session (``mparticle.split_by_session``), each a
         batch of its own at its own position, sharing the batch's ``batch_id``."""
-        per_session = [
-            c for c in connections if c.settings.batching_mode is BatchingMode.PER_SESSION
-        ]
-        whole, batch_id, projected = connections, prepared.batch_id, 0
-        if per_session and prepared.parts:
+        split, whole = _split_by_parts(prepared, connections)
+        batch_id, projected = prepared.batch_id, 0
+        if split:
             if batch_id is None:
                 batch_id = new_batch_id(self.rng)
             for part in prepared.parts:
@@ -240,10 +238,9 @@ class Ingest:
                     _Placement(part.stored, part.body_bytes, 0, [], "", part.group),
                     part.ends_session,
                     received_ms,
-                    per_session,
+                    split,
                     batch_id,
                 )
-            whole = [c for c in connections if c not in per_session]
         if whole:
             placement = _Placement(
                 prepared.stored,
@@ -325,16 +322,11 @@ class Ingest:
         session part for per-session connections, each part with the batch's envelope: every
         part is counted, so a batch that splits into many parts cannot pass the cap unseen."""
         body_bytes, sizes = prepared.body_bytes, prepared.event_sizes
-        split = (
-            [c for c in connections if c.settings.batching_mode is BatchingMode.PER_SESSION]
-            if prepared.parts
-            else []
-        )
+        split, whole = _split_by_parts(prepared, connections)
         total = 0
         if split:
             total += sum(on_disk(part.body_bytes) for part in prepared.parts)
             total += len(split) * sum(line_size(part.body_bytes) for part in prepared.parts)
-        whole = [c for c in connections if c not in split]
         if whole:
             total += on_disk(body_bytes)
         for state in whole:
@@ -343,6 +335,17 @@ class Ingest:
             else:
                 total += line_size(body_bytes)
         return total
+
+
+def _split_by_parts(
+    prepared: PreparedBatch, connections: list[ConnectionWindows]
+) -> tuple[list[ConnectionWindows], list[ConnectionWindows]]:
+    """(the connections that store ``prepared`` as its session parts, those that store it
+    whole): per-session connections take the parts when the batch holds several sessions."""
+    if not prepared.parts:
+        return [], connections
+    split = [c for c in connections if c.settings.batching_mode is BatchingMode.PER_SESSION]
+    return split, [c for c in connections if c not in split]
 
 
 class _Placement(NamedTuple):

@@ -64,14 +64,20 @@ def connections_held(view: SpoolView) -> set[str]:
 def discard(spool: Spool, connection: str) -> Held:
     """Release every window and delete every undelivered file of ``connection``, in one
     transaction (a crash leaves all of it or none). Returns what was discarded."""
-    held = held_by(spool, connection)
+    opened = [w for w in spool.open_windows() if w.connection == connection]
+    sealed = spool.sealed_windows(_ALL, [connection])
+    files = [f for f in spool.files(FileState.PENDING, _ALL) if f.connection == connection]
+    held = Held(
+        connection=connection,
+        open_windows=len(opened),
+        sealed_windows=len(sealed),
+        pending_files=len(files),
+        file_bytes=sum(f.stored_bytes for f in files),
+    )
     if held.empty:
         return held
-    windows = [w for w in spool.open_windows() if w.connection == connection]
-    windows += spool.sealed_windows(_ALL, [connection])
-    files = [f for f in spool.files(FileState.PENDING, _ALL) if f.connection == connection]
     with spool.write(f"discarding the data of connection {connection!r}") as txn:
-        for window in windows:
+        for window in opened + sealed:
             txn.drop_window(window.window_id)
         for file in files:
             txn.discard_file(file.file_id)
